@@ -1,0 +1,144 @@
+"""One configuration per run: a dataclass plus a YAML file in ``configs/``.
+
+Every field carries where its default comes from: ``paper`` (stated by IFCDSR or HAF-VT),
+``protocol`` (C2DSR's benchmark protocol) or ``choice`` (the papers are silent; the reason
+says why we chose it). The book's list of reproduction decisions is built from this.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+
+def _f(default, source: str, reason: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"source": source, "reason": reason})
+    return field(default=default, metadata={"source": source, "reason": reason})
+
+
+MODALITIES = ("id", "img", "tex")
+VIEWS = ("x", "y", "xy")
+
+
+@dataclass
+class Config:
+    name: str = _f("hafvt", "choice", "Name of the table row this configuration reproduces.")
+    model: str = _f("hafvt", "choice", "Model family: 'hafvt' (IFCDSR is its id+img case), 'popularity', or a baseline.")
+    # --- what the model sees (HAF-VT Table 4 rows are settings of these two keys)
+    modalities: list = _f(["id", "img", "tex"], "paper", "E_id, E_img and E_tex of HAF-VT; IFCDSR uses id and img.")
+    views: str = _f("hierarchical", "choice",
+                    "'hierarchical' = separate encoders for S^X, S^Y, S^{X+Y}; 'merged' = Table 4's 'original "
+                    "framework': one encoder over S^{X+Y} only, P = P^{X+Y} (IFCDSR: 'all sequences combined into a single representation').")
+    # --- sizes
+    q: int = _f(256, "paper", "Learnable ID embedding size q.")
+    maxlen: int = _f(15, "protocol", "History length of the Amazon scenarios (C2DSR).")
+    # --- equation weights
+    alpha: float = _f(0.6, "choice", "HAF-VT gives no alpha; IFCDSR's 0.7 is for ID against one side modality, with two the ID keeps a majority and the rest is split evenly (beta 0.2, text 0.2).")
+    beta: float = _f(0.2, "choice", "HAF-VT gives no beta; see alpha.")
+    lambda1: float = _f(0.1, "paper", "IFCDSR's lambda1 (HAF-VT gives none; we keep IFCDSR's).")
+    lambda2: float = _f(0.4, "paper", "IFCDSR's lambda2 (HAF-VT gives none; we keep IFCDSR's).")
+    loss_form: str = _f("paper", "choice",
+                        "'paper' = L^X + l1 L^Y + l2 L^{X+Y} as eq. 9 writes it; 'symmetric' adds the role-swapped loss for Y targets (L^Y + l1 L^X + l2 L^{X+Y}).")
+    # --- scoring
+    temperature: float = _f(0.1, "choice", "Softmax temperature on cosine scores: a plain cosine in [-1, 1] over 30k-100k items gives an almost flat softmax; 1/0.1 = 10 spreads it.")
+    view_softmax: str = _f("all", "choice", "Each view's softmax runs over all items of X and Y, so eq. 10's P^Y(x) for X items is defined and enters the sum; 'domain' restricts S^X to X items and S^Y to Y items (P^Y(x) = 0).")
+    readout: str = _f("last_item", "choice", "The X-only view reads its last X item (as C2DSR's x_last_id), not its last slot, which is padding when the last item is in Y; 'last_slot' reads the slot.")
+    # --- encoder
+    n_blocks: int = _f(1, "choice", "Attention depth: the papers show one attention layer per view and modality (Fig. 3).")
+    n_heads: int = _f(1, "choice", "Attention heads: eq. 3 is single-head.")
+    positional: str = _f("learned", "choice", "Learned positional embeddings as in SASRec/C2DSR ('none' disables them).")
+    dropout: float = _f(0.3, "paper", "Dropout rate of both papers.")
+    # --- training
+    train_targets: str = _f("all_positions", "protocol", "Every position is a next-item target (PROTOCOL.md step 4); 'last' trains on the last position only.")
+    lr: float = _f(1e-3, "paper", "From the papers' grid {1e-3, 5e-4, 1e-4}.")
+    l2: float = _f(1e-5, "paper", "From the papers' grid {1e-4, 5e-5, 1e-5}; Adam weight decay.")
+    batch_size: int = _f(256, "paper", "Mini-batch size of both papers.")
+    epochs: int = _f(100, "paper", "Training epochs of both papers.")
+    eval_every: int = _f(5, "protocol", "C2DSR validates every 5 epochs.")
+    amp: bool = _f(True, "choice", "bf16 autocast on CUDA (ignored on CPU).")
+    compile: bool = _f(False, "choice", "torch.compile the encoders (CUDA only).")
+    # --- evaluation
+    n_neg: int = _f(999, "protocol", "999 uniform negatives per test line (C2DSR).")
+    candidate_seed: int = _f(0, "protocol", "Candidates are drawn once with this seed and saved beside the scenario.")
+    tie: str = _f("target", "protocol", "C2DSR's rule: a tied negative ranks below the target. 'average' is reported beside it.")
+    # --- inputs
+    embeddings: str = _f("", "choice", "Name of the embedding cache in <scenario>/embeddings/ ('' = the only one present).")
+    # --- baselines (ignored by hafvt)
+    hidden: int = _f(256, "choice", "Hidden size of the baselines.")
+    transitions_k: int = _f(3, "choice", "Transition baseline: count transitions from the last k history items.")
+
+    # ------------------------------------------------------------------ helpers
+    def validate(self) -> "Config":
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad or not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+        for key, allowed in (("views", ("merged", "hierarchical")), ("loss_form", ("paper", "symmetric")),
+                             ("view_softmax", ("all", "domain")), ("readout", ("last_item", "last_slot")),
+                             ("positional", ("learned", "none")), ("train_targets", ("all_positions", "last")),
+                             ("tie", ("target", "average", "against"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.model == "hafvt" and sum(modality_weights(self).values()) <= 0:
+            raise ValueError("alpha/beta leave no weight on any modality")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def view_names(self) -> tuple[str, ...]:
+        return ("xy",) if self.views == "merged" else VIEWS
+
+
+def modality_weights(cfg: Config) -> dict[str, float]:
+    """alpha/beta of eq. 7 (HAF-VT) or eq. 5 (IFCDSR) for the chosen modalities."""
+    mods = list(cfg.modalities)
+    if mods == ["id"] or len(mods) == 1:
+        return {mods[0]: 1.0}
+    if set(mods) == {"id", "img", "tex"}:
+        return {"id": cfg.alpha, "img": cfg.beta, "tex": 1.0 - cfg.alpha - cfg.beta}
+    if "id" in mods:  # id + one side modality: alpha and 1 - alpha (IFCDSR eq. 5)
+        other = [m for m in mods if m != "id"][0]
+        return {"id": cfg.alpha, other: 1.0 - cfg.alpha}
+    return {"img": cfg.beta / (1 - cfg.alpha), "tex": (1 - cfg.alpha - cfg.beta) / (1 - cfg.alpha)}
+
+
+def parse_value(text: str):
+    """``--set key=value`` values are YAML scalars or lists."""
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Read a YAML config (unknown keys are an error, naming the file) and apply overrides."""
+    data = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        data.setdefault("name", path.stem)
+    known = {f.name for f in fields(Config)}
+    if isinstance(overrides, dict):
+        data.update(overrides)
+    else:
+        for item in overrides or []:
+            if "=" not in item:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            key, value = item.split("=", 1)
+            data[key.strip()] = parse_value(value)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path or 'overrides'}: unknown config key(s): {', '.join(unknown)}")
+    return Config(**data).validate()
+
+
+def decisions() -> list[dict]:
+    """Every key with its default, source and reason (for the book's decisions page)."""
+    return [{"key": f.name, "default": f.default if f.default is not MISSING else f.default_factory(),
+             "source": f.metadata["source"], "reason": f.metadata["reason"]} for f in fields(Config)]

@@ -1,0 +1,416 @@
+"""Frozen open_clip encoders for item images and titles, and the embedding cache they fill.
+
+``--pretrained`` is an open_clip tag (its weights must already be on disk: nothing is ever
+downloaded, a missing file fails at once and says where to put it), a local checkpoint file (an
+open_clip config JSON named ``<model>.json`` beside it is registered, so custom models work from a
+fresh process), or ``random-init`` (seeded, for tests; its name is in the manifest).
+
+Items are cut into shards of ``shard_size`` ids; each finished shard is written atomically, so an
+interrupted run resumes where it stopped. Under ``torchrun`` every process takes every
+``world_size``-th shard and rank 0 merges. Fallbacks: see hafvt.embed.images.FALLBACK.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network; set HF_HUB_OFFLINE=0 to allow it
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+import hafvt
+from hafvt.data.catalogue import domain_counts, item_list_hash, read_catalogue
+from hafvt.embed.cache import MANIFEST, SOURCES, cache_dir, default_cache_name
+from hafvt.embed.images import FALLBACK, image_file
+from hafvt.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
+
+RANDOM_INIT = "random-init"
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cached_tag_file(model: str, tag: str, cache_dir: str | None) -> tuple[Path | None, str]:
+    """The local file of an open_clip pretrained tag if it is on disk, else (None, where to put it)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    places = []
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        hub = cfg["hf_hub"]
+        if hub.endswith("/"):  # repo only: open_clip's default file names
+            repo, names = hub[:-1], ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        else:
+            repo, fname = os.path.split(hub)
+            names = ([fname[:-4] + ".safetensors"] if fname.endswith((".bin", ".pth")) else []) + [fname]
+        for name in names:
+            hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return Path(hit), ""
+        places.append(f"the Hugging Face cache (`huggingface-cli download {repo} {names[-1]}` on a machine with "
+                      f"internet, then copy ~/.cache/huggingface/hub/models--{repo.replace('/', '--')} here)")
+    if cfg.get("url"):
+        target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        if target.is_file():
+            return target, ""
+        places.append(f"{target} (from {cfg['url']})")
+    return None, " or ".join(places)
+
+
+def resolve_pretrained(model: str, pretrained: str, cache_dir: str | None = None) -> dict:
+    """Decide where the weights come from, without any network access; raise if they are absent."""
+    import open_clip
+
+    if pretrained == RANDOM_INIT:
+        return {"kind": RANDOM_INIT, "path": None}
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return {"kind": "file", "path": path.resolve()}
+    if model not in open_clip.list_models() and not open_clip.get_pretrained_cfg(model, pretrained):
+        raise FileNotFoundError(f"--pretrained {pretrained}: no such file, and {model!r} is not an open_clip model")
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if not open_clip.get_pretrained_cfg(model, pretrained):
+        if any(s in pretrained for s in ("/", "\\", ".")):
+            raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
+        raise FileNotFoundError(f"{pretrained!r} is neither a file nor a pretrained tag of {model} "
+                                f"(tags: {', '.join(tags) or 'none'}; or use {RANDOM_INIT})")
+    local, where = _cached_tag_file(model, pretrained, cache_dir)
+    if local is None:
+        raise FileNotFoundError(
+            f"the weights of {model}/{pretrained} are not on this machine and hafvt never downloads them. "
+            f"Put them in {where}; or pass --pretrained /path/to/checkpoint.(pt|bin|safetensors)")
+    return {"kind": "tag", "path": local, "tag_cfg": open_clip.get_pretrained_cfg(model, pretrained)}
+
+
+def register_config_beside(checkpoint: str | Path, model: str) -> bool:
+    """Register ``<model>.json`` found beside a checkpoint as an open_clip model config."""
+    import open_clip
+
+    cfg_file = Path(checkpoint).parent / f"{model}.json"
+    if not cfg_file.is_file():
+        return False
+    open_clip.factory._MODEL_CONFIGS[model] = json.loads(cfg_file.read_text())
+    return True
+
+
+@dataclass
+class Encoder:
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    name: str
+    pretrained: str
+    device: torch.device
+    info: dict = field(default_factory=dict)
+
+
+def load_encoder(model: str, pretrained: str, device: str | torch.device = "cpu", cache_dir: str | None = None,
+                 seed: int = 0) -> Encoder:
+    """An open_clip model in eval mode with its validation transform and tokenizer."""
+    import open_clip
+
+    src = resolve_pretrained(model, pretrained, cache_dir)
+    if src["kind"] == "file" and model not in open_clip.list_models():
+        if not register_config_beside(src["path"], model):
+            raise FileNotFoundError(f"{model!r} is not an open_clip model and {src['path'].parent}/{model}.json "
+                                    f"(its config) is not beside the checkpoint")
+    kwargs = {}
+    if src["kind"] == "tag":  # load the cached file, with the tag's preprocessing and activation
+        cfg = src["tag_cfg"]
+        kwargs = dict(image_mean=cfg.get("mean"), image_std=cfg.get("std"), image_interpolation=cfg.get("interpolation"),
+                      image_resize_mode=cfg.get("resize_mode"), force_quick_gelu=bool(cfg.get("quick_gelu", False)))
+    torch.manual_seed(seed)  # random-init is reproducible
+    net, _, preprocess = open_clip.create_model_and_transforms(
+        model, pretrained=str(src["path"]) if src["path"] else None, device=device, **kwargs)
+    net.eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(model)
+    with torch.inference_mode():
+        dim = net.encode_text(tokenizer(["x"]).to(device)).shape[-1]
+    info = {"pretrained_kind": src["kind"], "quick_gelu": kwargs.get("force_quick_gelu", False), "embed_dim": int(dim)}
+    if src["path"]:
+        info.update(weights_file=str(src["path"]), weights_sha256=sha256_file(src["path"]))
+    else:
+        info["seed"] = seed
+    return Encoder(net, preprocess, tokenizer, model, str(pretrained), torch.device(device), info)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def split_preprocess(preprocess):
+    """(PIL part, Normalize) of an open_clip transform, so workers ship uint8 and the device normalises."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    idx = [i for i, t in enumerate(steps) if isinstance(t, T.ToTensor) or type(t).__name__ == "MaybeToTensor"]
+    if len(idx) == 1 and idx[0] == len(steps) - 2 and isinstance(steps[-1], T.Normalize):
+        return T.Compose(steps[: idx[0]]), steps[-1]
+    return preprocess, None  # unusual pipeline: run all of it in the workers
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decoded, resized images as uint8 (C, H, W) tensors (or the full transform); failures give ok=False."""
+
+    def __init__(self, paths: list, transform, size: int, uint8: bool, jpeg_draft: bool = False):
+        self.paths, self.transform, self.size, self.uint8, self.draft = paths, transform, size, uint8, jpeg_draft
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = self.paths[i]
+        if path is not None:
+            try:
+                with Image.open(path) as im:
+                    if self.draft:
+                        im.draft("RGB", (self.size, self.size))
+                    im = self.transform(im)
+                x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1) if self.uint8 else im
+                return x.contiguous(), True
+            except Exception:
+                pass
+        return torch.zeros(3, self.size, self.size, dtype=torch.uint8 if self.uint8 else torch.float32), False
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _image_size(enc: Encoder) -> int:
+    size = getattr(enc.model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def encode_images(enc: Encoder, paths: list, batch_size: int = 256, workers: int = 0, precision: str = "fp32",
+                  jpeg_draft: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised image embeddings (n, e) float32 and a mask of the images that decoded."""
+    pil_part, normalize = split_preprocess(enc.preprocess)
+    ds = ImageFiles(paths, pil_part, _image_size(enc), uint8=normalize is not None, jpeg_draft=jpeg_draft)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                     pin_memory=enc.device.type == "cuda", persistent_workers=False)
+    out, oks = [], []
+    with torch.inference_mode():
+        for x, ok in tqdm(dl, desc="images", unit="batch", disable=None if progress else True, leave=False):
+            x = x.to(enc.device, non_blocking=True)
+            if normalize is not None:
+                x = normalize(x.float().div(255))
+            with _autocast(enc.device, precision):
+                z = enc.model.encode_image(x)
+            out.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu())
+            oks.append(ok)
+    emb = torch.cat(out).numpy() if out else np.zeros((0, enc.info["embed_dim"]), np.float32)
+    return emb.astype(np.float32), (torch.cat(oks).numpy() if oks else np.zeros(0, bool))
+
+
+def encode_texts(enc: Encoder, texts: list[str], batch_size: int = 256, precision: str = "fp32") -> np.ndarray:
+    """L2-normalised text embeddings (n, e) float32; the tokenizer cuts titles at its context length."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            tokens = enc.tokenizer(texts[i : i + batch_size]).to(enc.device)
+            with _autocast(enc.device, precision):
+                z = enc.model.encode_text(tokens)
+            out.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu())
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def _dist():
+    """(rank, world size), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _barrier(world: int):
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _images_fingerprint(scenario_dir: Path, paths: list) -> str:
+    h = hashlib.sha256()
+    for i, p in enumerate(paths):
+        if p is not None:
+            st = p.stat()
+            h.update(f"{i}\t{p.relative_to(scenario_dir) if p.is_relative_to(scenario_dir) else p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _old_plan(out: Path) -> dict | None:
+    if (out / MANIFEST).is_file():
+        return json.loads((out / MANIFEST).read_text())["plan"]
+    if (out / "shards" / "plan.json").is_file():
+        return json.loads((out / "shards" / "plan.json").read_text())
+    return None
+
+
+def _save_npz(path: Path, **arrays):
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _encode_shard(enc: Encoder, rows: list[dict], paths: list, opts: dict, images: bool, titles: bool) -> dict:
+    """Own-modality embeddings of one shard with masks; titles are encoded for text or as the image fallback."""
+    out = {}
+    if images:
+        out["image"], out["image_ok"] = encode_images(enc, paths, opts["batch_size"], opts["workers"],
+                                                      opts["precision"], opts["jpeg_draft"])
+    img_ok = out.get("image_ok", np.zeros(len(rows), bool))
+    idx = [k for k, r in enumerate(rows) if r["title"] and (titles or not img_ok[k])]
+    out["text"] = np.zeros((len(rows), enc.info["embed_dim"]), np.float32)
+    out["text_ok"] = np.zeros(len(rows), bool)
+    if idx:
+        out["text"][idx] = encode_texts(enc, [rows[k]["title"] for k in idx], opts["batch_size"], opts["precision"])
+        out["text_ok"][idx] = True
+    return out
+
+
+def _fill(own: np.ndarray, ok: np.ndarray, other: np.ndarray, other_ok: np.ndarray, is_y: np.ndarray, table: str):
+    """Apply the fallback: own row, else the other modality's row, else the domain mean; returns rows, sources."""
+    emb = np.where(ok[:, None], own, other).astype(np.float32)
+    source = np.where(ok, 0, np.where(other_ok, 1, 2)).astype(np.int8)
+    for d in (False, True):
+        dom = is_y == d
+        have = dom & (source < 2)
+        if (dom & (source == 2)).any():
+            if not have.any():
+                raise ValueError(f"no item of domain {'XY'[d]} has an image or a title: nothing to build the {table} table from")
+            mean = emb[have].mean(0)
+            emb[dom & (source == 2)] = mean / np.linalg.norm(mean)
+    return emb, source
+
+
+def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images: bool = True, titles: bool = True,
+                   device: str | None = None, batch_size: int = 256, workers: int | None = None, precision: str = "auto",
+                   shard_size: int = 4096, name: str | None = None, overwrite: bool = False, jpeg_draft: bool = False,
+                   weights_dir: str | None = None, on_shard=None) -> Path:
+    """Embed every catalogue item; returns the cache directory. Resumes from finished shards."""
+    if not (images or titles):
+        raise ValueError("nothing to embed: both --no-images and --no-titles")
+    scenario_dir = Path(scenario_dir)
+    rank, world = _dist()
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}")
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    rows = read_catalogue(scenario_dir)
+    n_x, n_y = domain_counts(rows)
+    enc = load_encoder(model, pretrained, device, cache_dir=weights_dir)
+    paths = [image_file(scenario_dir, r) for r in rows] if images else [None] * len(rows)
+    out = cache_dir(scenario_dir, name or default_cache_name(model, pretrained))
+    shards = out / "shards"
+    plan = {"model": model, "pretrained": enc.pretrained if enc.info["pretrained_kind"] != "file" else enc.info["weights_file"],
+            "weights_sha256": enc.info.get("weights_sha256"), "seed": enc.info.get("seed"),
+            "item_list_sha256": item_list_hash(rows), "images": images, "titles": titles, "shard_size": shard_size,
+            "precision": precision, "jpeg_draft": jpeg_draft, "preprocess": repr(enc.preprocess),
+            "images_fingerprint": _images_fingerprint(scenario_dir, paths) if images else None}
+    if rank == 0:
+        old = _old_plan(out)
+        if old is not None and old != plan and not overwrite:
+            changed = sorted(k for k in plan if old.get(k) != plan[k])
+            raise ValueError(f"{out} was made with other settings ({', '.join(changed)} differ); "
+                             f"pass --overwrite or choose another --name")
+        if out.exists() and (overwrite or old != plan):
+            shutil.rmtree(out)
+        if not (out / MANIFEST).is_file():
+            atomic_write_json(shards / "plan.json", plan)
+    _barrier(world)
+    if (out / MANIFEST).is_file():
+        return out  # already complete
+    opts = dict(batch_size=batch_size, workers=workers, precision=precision, jpeg_draft=jpeg_draft)
+    n_shards = (len(rows) + shard_size - 1) // shard_size
+    mine = [k for k in range(n_shards) if k % world == rank]
+    t0 = time.time()
+    for k in tqdm(mine, desc=f"shards (rank {rank})" if world > 1 else "shards", disable=None):
+        f = shards / f"shard_{k:05d}.npz"
+        if f.is_file():
+            continue  # resume
+        lo, hi = k * shard_size, min((k + 1) * shard_size, len(rows))
+        _save_npz(f, **_encode_shard(enc, rows[lo:hi], paths[lo:hi], opts, images, titles))
+        if on_shard is not None:
+            on_shard(k)
+    _barrier(world)
+    if rank == 0:
+        _merge(out, rows, n_x, n_y, n_shards, plan, enc, images, titles, device, world, batch_size, time.time() - t0)
+    _barrier(world)
+    return out
+
+
+def _merge(out: Path, rows, n_x, n_y, n_shards, plan, enc, images, titles, device, world, batch_size, seconds):
+    parts = [np.load(out / "shards" / f"shard_{k:05d}.npz") for k in range(n_shards)]
+    cat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files}
+    is_y = np.arange(len(rows)) >= n_x
+    dim = cat["text"].shape[1]
+    fallback, tables = {}, []
+    if images:
+        emb, src = _fill(cat["image"], cat["image_ok"], cat["text"], cat["text_ok"], is_y, "image")
+        atomic_save_npy(out / "image.npy", emb)
+        atomic_save_npy(out / "image_source.npy", src)
+        fallback["image"] = {SOURCES["image"][s]: int((src == s).sum()) for s in range(3)}
+        tables.append("image")
+    if titles:
+        other = cat["image"] if images else np.zeros_like(cat["text"])
+        other_ok = cat["image_ok"] if images else np.zeros(len(rows), bool)
+        emb, src = _fill(cat["text"], cat["text_ok"], other, other_ok, is_y, "text")
+        atomic_save_npy(out / "text.npy", emb)
+        atomic_save_npy(out / "text_source.npy", src)
+        fallback["text"] = {SOURCES["text"][s]: int((src == s).sum()) for s in range(3)}
+        tables.append("text")
+    pil_part, normalize = split_preprocess(enc.preprocess)
+    import open_clip
+    import PIL
+    import torchvision
+
+    manifest = {
+        "format": 1, "model": enc.name, "pretrained": plan["pretrained"], **enc.info,
+        "random_init": enc.info["pretrained_kind"] == RANDOM_INIT,
+        "item_list_sha256": plan["item_list_sha256"], "n_items": len(rows), "n_x": n_x, "n_y": n_y,
+        "embed_dim": dim, "tables": tables, "dtype": "float32", "rows": "L2-normalised, global item-id order",
+        "preprocessing": {
+            "image": repr(enc.preprocess), "image_size": _image_size(enc), "jpeg_draft": plan["jpeg_draft"],
+            "normalise_on_device": normalize is not None,
+            "text": {"tokenizer": type(enc.tokenizer).__name__, "context_length": getattr(enc.tokenizer, "context_length", None),
+                     "long_titles": "cut at the context length by the tokenizer"}},
+        "compute": {"device": str(device), "precision": plan["precision"], "world_size": world, "batch_size": batch_size,
+                    "seconds": round(seconds, 2)},
+        "fallback": {"rule": FALLBACK, **fallback},
+        "versions": {"hafvt": hafvt.__version__, "open_clip": open_clip.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+                     "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "plan": plan,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    shutil.rmtree(out / "shards")

@@ -1,0 +1,223 @@
+"""HAF-VT (Wu et al.), with IFCDSR as its id+image configuration. Equation numbers are HAF-VT's.
+
+Item tables (shape (|X|+|Y|+1) x d, the last row is padding):
+  E_id  learnable, d = q                 E_img, E_tex  frozen CLIP rows, d = e
+For every view V in {X, Y, X+Y} and modality m in {id, img, tex}:
+  F^V_m = E_m[S^V]                        sequence embeddings
+  H^V_m = Attention(F^V_m)                (1), (3): causal self-attention blocks
+  h^V_m = H^V_m[last item of the view]
+  P^V_m = softmax(Sim(h^V_m, E_m) / tau)  (2), (4)-(6): cosine, temperature tau
+  P^V   = alpha P^V_id + beta P^V_img + (1 - alpha - beta) P^V_tex          (7)
+Training:   L = L^X + lambda1 L^Y + lambda2 L^{X+Y},  L^V = -log P^V(next)  (8), (9)
+Evaluation: P(x) = P^X(x) + lambda1 P^Y(x) + lambda2 P^{X+Y}(x), argmax over the
+            target's domain; roles of X and Y swapped for Y targets.     (10), (11)
+The 'merged' configuration (Table 4's original framework) keeps only V = X+Y: P = P^{X+Y}.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hafvt.config import Config, modality_weights
+from hafvt.data.batches import VIEW_INDEX
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block with causal self-attention (eq. 3) and a feed-forward layer."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if need_weights:  # explicit softmax(QK^T / sqrt(d_k)) so the weights can be shown
+            logits = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            weights = logits.masked_fill(~allowed, float("-inf")).softmax(-1)
+            a = weights @ v
+        else:
+            weights = None
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
+        x = x + self.drop(self.ff(self.ln2(x)))
+        return x, weights
+
+
+class Encoder(nn.Module):
+    """Attention(F): positional embedding, dropout, blocks, final norm. One per view and modality."""
+
+    def __init__(self, d: int, cfg: Config):
+        super().__init__()
+        self.pos = nn.Embedding(cfg.maxlen + 1, d, padding_idx=0) if cfg.positional == "learned" else None
+        if self.pos is not None:  # on the scale of the item rows, so position does not drown the item
+            nn.init.normal_(self.pos.weight, std=0.02)
+            with torch.no_grad():
+                self.pos.weight[0].zero_()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, F_seq: torch.Tensor, pos: torch.Tensor, need_weights: bool = False):
+        L = F_seq.shape[1]
+        real = pos > 0
+        causal = torch.ones(L, L, dtype=torch.bool, device=F_seq.device).tril()
+        # a slot attends to earlier real slots and always to itself (no all-masked rows)
+        allowed = (causal & real[:, None, :]) | torch.eye(L, dtype=torch.bool, device=F_seq.device)
+        allowed = allowed[:, None]  # (B, 1, L, L), broadcast over heads
+        x = F_seq + self.pos(pos) if self.pos is not None else F_seq
+        x = self.drop(x) * real[..., None]
+        weights = []
+        for block in self.blocks:
+            x, w = block(x, allowed, need_weights)
+            weights.append(w)
+        return self.ln(x), weights
+
+
+class HAFVT(nn.Module):
+    """The model of both papers; ``cfg.modalities`` and ``cfg.views`` select the Table 4 row."""
+
+    def __init__(self, cfg: Config, n_x: int, n_y: int, E_img: np.ndarray | None = None, E_tex: np.ndarray | None = None):
+        super().__init__()
+        self.cfg, self.n_x, self.n_y, self.n_items = cfg, n_x, n_y, n_x + n_y
+        self.views = cfg.view_names()
+        self.w = modality_weights(cfg)  # alpha, beta, 1 - alpha - beta of eq. (7)
+        self.modalities = list(self.w)
+        self.E_id = nn.Embedding(self.n_items + 1, cfg.q, padding_idx=self.n_items)
+        nn.init.normal_(self.E_id.weight, std=0.02)
+        with torch.no_grad():
+            self.E_id.weight[self.n_items].zero_()
+        frozen = {"img": E_img, "tex": E_tex}
+        dims = {"id": cfg.q}
+        for m in ("img", "tex"):
+            if m in self.modalities:
+                table = frozen[m]
+                if table is None:
+                    raise ValueError(f"modality {m!r} needs its frozen CLIP table (embedding cache); none was given")
+                if table.shape[0] != self.n_items:
+                    raise ValueError(f"E_{m} has {table.shape[0]} rows, the scenario has {self.n_items} items")
+                t = F.normalize(torch.as_tensor(np.asarray(table), dtype=torch.float32), dim=-1)
+                self.register_buffer(f"E_{m}", torch.cat([t, t.new_zeros(1, t.shape[1])]), persistent=False)
+                dims[m] = t.shape[1]
+        self.enc = nn.ModuleDict({f"{v}_{m}": Encoder(dims[m], cfg) for v in self.views for m in self.modalities})
+        self.inv_tau = 1.0 / cfg.temperature
+
+    # ------------------------------------------------------------------ pieces of the equations
+    def table(self, m: str) -> torch.Tensor:
+        return self.E_id.weight if m == "id" else getattr(self, f"E_{m}")
+
+    def encode(self, batch: dict, v: str, m: str, need_weights: bool = False):
+        """H^V_m = Attention(F^V_m), eq. (1)."""
+        i = VIEW_INDEX[v]
+        F_seq = self.table(m)[batch["seq"][:, i]]
+        return self.enc[f"{v}_{m}"](F_seq, batch["pos"][:, i], need_weights)
+
+    def readout(self, H: torch.Tensor, batch: dict, v: str) -> torch.Tensor:
+        """h^V_m: the view's last item (or last slot, ``cfg.readout``)."""
+        if self.cfg.readout == "last_slot" or v == "xy":
+            return H[:, -1]
+        return H[torch.arange(len(H), device=H.device), batch["last"][:, VIEW_INDEX[v]]]
+
+    def sim(self, h: torch.Tensor, m: str) -> torch.Tensor:
+        """Sim(h, E_m) / tau over every item, eq. (2)."""
+        E = F.normalize(self.table(m)[: self.n_items], dim=-1)
+        return (F.normalize(h, dim=-1) @ E.to(h.dtype).T) * self.inv_tau
+
+    def domain_mask(self, v: str, device) -> torch.Tensor | None:
+        """With ``view_softmax='domain'``, S^X scores only X items and S^Y only Y items."""
+        if self.cfg.view_softmax == "all" or v == "xy":
+            return None
+        in_y = torch.arange(self.n_items, device=device) >= self.n_x
+        return in_y if v == "x" else ~in_y  # True = excluded
+
+    def logits(self, h: torch.Tensor, v: str, m: str, dtype=torch.float32) -> torch.Tensor:
+        logits = self.sim(h, m).to(dtype)
+        mask = self.domain_mask(v, logits.device)
+        return logits if mask is None else logits.masked_fill(mask, float("-inf"))
+
+    def view_log_prob(self, h: dict[str, torch.Tensor], v: str, target: torch.Tensor) -> torch.Tensor:
+        """log P^V(target), P^V the modality mixture of eq. (7), computed stably in log space."""
+        terms = [math.log(self.w[m]) - F.cross_entropy(self.logits(h[m], v, m), target, reduction="none")
+                 for m in self.modalities]
+        return torch.logsumexp(torch.stack(terms), 0)
+
+    def modality_probs(self, h: torch.Tensor, v: str, m: str) -> torch.Tensor:
+        """P^V_m over every item (float64), eqs. (4)-(6)."""
+        return self.logits(h, v, m, torch.float64).softmax(-1)
+
+    def view_probs(self, h: dict[str, torch.Tensor], v: str) -> torch.Tensor:
+        """P^V over every item (float64), eq. (7)."""
+        return sum(self.w[m] * self.modality_probs(h[m], v, m) for m in self.modalities)
+
+    def view_weights(self) -> dict[str, float]:
+        """Loss weight of each view: eq. (9), or its role-swapped sum with ``loss_form='symmetric'``."""
+        if self.views == ("xy",):
+            return {"xy": 1.0}
+        l1, l2 = self.cfg.lambda1, self.cfg.lambda2
+        if self.cfg.loss_form == "symmetric":
+            return {"x": 1.0 + l1, "y": 1.0 + l1, "xy": 2 * l2}
+        return {"x": 1.0, "y": l1, "xy": l2}
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: dict, counts: dict[str, int] | None = None) -> torch.Tensor:
+        """L = L^X + lambda1 L^Y + lambda2 L^{X+Y}, eq. (9); every slot with a target counts.
+
+        ``counts[v]`` (number of slots with a target, known on the host) lets the rows be
+        gathered without a device sync; without it they are found with a sync.
+        """
+        weight = self.view_weights()
+        total = 0.0
+        for v in self.views:
+            tgt = batch["tgt"][:, VIEW_INDEX[v]].reshape(-1)
+            valid = tgt >= 0
+            n = counts[v] if counts is not None else int(valid.sum())
+            if n == 0:
+                continue
+            rows = torch.argsort((~valid).to(torch.int8), stable=True)[:n]
+            h = {}
+            for m in self.modalities:
+                H, _ = self.encode(batch, v, m)
+                h[m] = H.reshape(-1, H.shape[-1])[rows]
+            L_v = -self.view_log_prob(h, v, tgt[rows]).mean()
+            total = total + weight[v] * L_v
+        return total
+
+    # ------------------------------------------------------------------ evaluation
+    def representations(self, batch: dict, need_weights: bool = False):
+        """h^V_m for every view and modality (and, if asked, the attention weights)."""
+        h, attn = {}, {}
+        for v in self.views:
+            h[v] = {}
+            for m in self.modalities:
+                H, w = self.encode(batch, v, m, need_weights)
+                h[v][m] = self.readout(H, batch, v)
+                if need_weights:
+                    attn[(v, m)] = w
+        return h, attn
+
+    @torch.no_grad()
+    def scores(self, batch: dict) -> torch.Tensor:
+        """P(i | S) of eq. (10) for every item (B, |X|+|Y|), float64; rows use their target's domain."""
+        h, _ = self.representations(batch)
+        P = {v: self.view_probs(h[v], v) for v in self.views}
+        if self.views == ("xy",):
+            return P["xy"]
+        l1, l2 = self.cfg.lambda1, self.cfg.lambda2
+        for_x = P["x"] + l1 * P["y"] + l2 * P["xy"]
+        for_y = P["y"] + l1 * P["x"] + l2 * P["xy"]
+        return torch.where(batch["domain"][:, None] == 0, for_x, for_y)
+
+    @torch.no_grad()
+    def explain(self, batch: dict) -> dict:
+        """Attention weights and per-modality/per-view probabilities, for the notebooks' widgets."""
+        h, attn = self.representations(batch, need_weights=True)
+        per = {(v, m): self.modality_probs(h[v][m], v, m) for v in self.views for m in self.modalities}
+        return {"attention": attn, "modality_probs": per, "fused": self.scores(batch)}

@@ -1,0 +1,224 @@
+"""Train and score one configuration on one scenario; write ``RUN/results.json``.
+
+The data lives on the device; batches are index slices, and the number of target slots of a
+batch is known on the host, so the inner loop never waits for the GPU. Every ``eval_every``
+epochs the valid and test splits are scored; for each domain the test result at that
+domain's best validation MRR is reported (C2DSR's selection rule). A checkpoint after each
+evaluation lets an interrupted run resume and end with the same metrics.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hafvt.candidates import load_or_draw
+from hafvt.config import Config
+from hafvt.data.batches import VIEW_INDEX, Views, scenario_views
+from hafvt.data.c2dsr import Scenario, read_scenario
+from hafvt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from hafvt.metrics import full_ranks, metrics_from_ranks, per_domain, sampled_ranks
+from hafvt.models import build_model, needs_tables
+from hafvt.provenance import provenance
+
+REPORTED_TIES = ("target", "average")
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@torch.no_grad()
+def rank_split(model, views: Views, candidates: torch.Tensor, n_x: int, batch_size: int = 256) -> dict:
+    """Ranks of every line's target: sampled (its candidates) and full (its whole domain), per tie policy."""
+    model.eval()
+    out = {(kind, tie): [] for kind in ("sampled", "full") for tie in REPORTED_TIES}
+    for start in range(0, len(views), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(views)), device=views.target.device)
+        batch = views.index(rows)
+        P = model.scores(batch)
+        cand = P.gather(1, candidates[rows])
+        target, dom = batch["target"], batch["domain"]
+        full = {tie: torch.empty(len(rows), dtype=torch.float64, device=P.device) for tie in REPORTED_TIES}
+        for d, cols in ((0, slice(0, n_x)), (1, slice(n_x, None))):
+            sel = dom == d
+            for tie in REPORTED_TIES:
+                full[tie][sel] = full_ranks(P[sel][:, cols], target[sel] - (n_x if d else 0), tie=tie)
+        for tie in REPORTED_TIES:
+            out[("sampled", tie)].append(sampled_ranks(cand, tie=tie).cpu())
+            out[("full", tie)].append(full[tie].cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def metrics_of(ranks: dict, domain: np.ndarray, tie: str) -> dict:
+    d = torch.from_numpy(domain)
+    return {kind: per_domain(torch.from_numpy(ranks[(kind, tie)]), d) for kind in ("sampled", "full")}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _seed_epoch(seed: int, epoch: int) -> np.random.Generator:
+    torch.manual_seed(seed * 1_000_003 + epoch)
+    return np.random.default_rng([seed, epoch])
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_epoch(model, opt, views: Views, cfg: Config, seed: int, epoch: int, device: torch.device, progress: bool) -> float:
+    model.train()
+    rng = _seed_epoch(seed, epoch)
+    perm = rng.permutation(len(views))
+    perm_dev = torch.from_numpy(perm).to(device)
+    loss_sum = torch.zeros((), device=device)
+    starts = range(0, len(views), cfg.batch_size)
+    for s in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
+        host = perm[s : s + cfg.batch_size]
+        batch = views.index(perm_dev[s : s + cfg.batch_size])
+        counts = {v: int(views.n_targets[host, VIEW_INDEX[v]].sum()) for v in model.views}
+        with _autocast(device, cfg.amp):
+            loss = model.loss(batch, counts)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+    return float(loss_sum) / max(1, len(starts))
+
+
+def load_tables(scenario_dir: Path, cfg: Config) -> tuple[dict, dict | None]:
+    """The frozen E_img / E_tex tables a configuration needs, from the embedding cache."""
+    wanted = needs_tables(cfg)
+    if not wanted:
+        return {}, None
+    from hafvt.embed.cache import load_embeddings
+
+    emb = load_embeddings(scenario_dir, cfg.embeddings or None)
+    tables = {"img": emb.image, "tex": emb.text}
+    missing = [m for m in wanted if tables[m] is None]
+    if missing:
+        raise FileNotFoundError(f"embedding cache {emb.path} has no {' and '.join('image' if m == 'img' else 'text' for m in missing)} "
+                                f"table; run `hafvt embed {scenario_dir} ...` with images/titles enabled")
+    return tables, {**emb.manifest, "cache": str(emb.path)}
+
+
+def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "cpu", seed: int = 0,
+        progress: bool = True, scenario: Scenario | None = None) -> dict:
+    """Train (or fit) ``cfg`` on the scenario, select by validation, write ``out/results.json``."""
+    scenario_dir, out = Path(scenario_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    scn = scenario or read_scenario(scenario_dir)
+    if scn.train is None:
+        raise FileNotFoundError(f"{scenario_dir}: no train split (traindata_new.txt); "
+                                f"derive one with `hafvt derive {scenario_dir} OUT`")
+    t0 = time.perf_counter()
+    views = {k: v.to(dev) for k, v in scenario_views(scn, cfg.maxlen, cfg.train_targets == "last").items()}
+    cands = {s: torch.from_numpy(load_or_draw(scenario_dir, s, scn.split(s).targets, scn.n_x, scn.n_y, cfg.n_neg, cfg.candidate_seed)).to(dev)
+             for s in ("valid", "test")}
+    tables, manifest = load_tables(scenario_dir, cfg)
+    torch.manual_seed(seed)
+    model = build_model(cfg, scn, tables).to(dev)
+    trainable = getattr(model, "trainable", True)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.l2) if trainable else None
+    if trainable and cfg.compile and dev.type == "cuda":
+        for enc in model.enc.values():
+            enc.compile()
+    prov = provenance(scenario_dir, cfg.to_dict(), cfg.hash(), seed, device, manifest)
+    state = {"epoch": 0, "history": [], "best": {}}
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file():
+        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        if (saved["config_hash"], saved["seed"], saved["data_hash"]) != (cfg.hash(), seed, prov["data_hash"]):
+            raise ValueError(f"{ckpt} belongs to another config, seed or data; use another --out or delete it")
+        model.load_state_dict(saved["model"])
+        if opt is not None:
+            opt.load_state_dict(saved["optim"])
+        state = saved["state"]
+    epochs = cfg.epochs if trainable else 0
+    domains = {s: views[s].domain.cpu().numpy() for s in ("valid", "test")}
+    if trainable and epochs < 1:
+        raise ValueError("a trainable model needs epochs >= 1")
+    first = state["epoch"] + 1 if state["history"] else (1 if trainable else 0)
+    for epoch in range(first, epochs + 1):
+        t_epoch = time.perf_counter()
+        loss = train_epoch(model, opt, views["train"], cfg, seed, epoch, dev, progress) if epoch > 0 else None
+        entry = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - t_epoch, 3)}
+        if epoch == epochs or (epoch > 0 and epoch % cfg.eval_every == 0):
+            ranks = {s: rank_split(model, views[s], cands[s], scn.n_x) for s in ("valid", "test")}
+            valid = metrics_of(ranks["valid"], domains["valid"], cfg.tie)
+            entry["valid"] = valid["sampled"]
+            entry["test"] = metrics_of(ranks["test"], domains["test"], cfg.tie)["sampled"]
+            for d in ("X", "Y"):
+                mrr = valid["sampled"][d]["mrr"]
+                if d not in state["best"] or mrr > state["best"][d]["valid_mrr"]:
+                    keep = domains["test"] == (0 if d == "X" else 1)
+                    state["best"][d] = {"epoch": epoch, "valid_mrr": mrr, "valid": {k: valid[k][d] for k in valid},
+                                        "test_ranks": {f"{k}/{t}": r[keep] for (k, t), r in ranks["test"].items()}}
+        state["epoch"] = epoch
+        state["history"].append(entry)
+        if progress:
+            shown = "" if "valid" not in entry else "  valid MRR X {:.4f} Y {:.4f}".format(entry["valid"]["X"]["mrr"], entry["valid"]["Y"]["mrr"])
+            tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
+        atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
+        if "valid" in entry and trainable:
+            import io
+
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": state, "config_hash": cfg.hash(),
+                        "seed": seed, "data_hash": prov["data_hash"]}, buf)
+            atomic_write_bytes(ckpt, buf.getvalue())
+    results = summarise(state, cfg, prov, time.perf_counter() - t0)
+    atomic_write_json(out / "results.json", results)
+    save_test_ranks(out / "test_ranks.npz", state, domains["test"])
+    return results
+
+
+def summarise(state: dict, cfg: Config, prov: dict, seconds: float) -> dict:
+    """Test metrics at each domain's selected epoch, for the config's tie policy and average ties."""
+    def at_best(tie):
+        out = {}
+        for kind in ("sampled", "full"):
+            out[kind] = {}
+            for d in ("X", "Y"):
+                out[kind][d] = metrics_from_ranks(torch.from_numpy(state["best"][d]["test_ranks"][f"{kind}/{tie}"]))
+        return out
+
+    return {
+        "metrics": at_best(cfg.tie),
+        "metrics_average_ties": at_best("average"),
+        "tie": cfg.tie,
+        "selected_epoch": {d: state["best"][d]["epoch"] for d in ("X", "Y")},
+        "valid_at_selected": {d: state["best"][d]["valid"] for d in ("X", "Y")},
+        "history": state["history"],
+        "label": prov["data_label"],
+        "config": cfg.to_dict(),
+        "provenance": prov,
+        "seconds": round(seconds, 2),
+    }
+
+
+def save_test_ranks(path: Path, state: dict, test_domain: np.ndarray) -> None:
+    """Per test line ranks at the selected epoch (for paired comparisons between models)."""
+    import io
+
+    arrays = {"domain": test_domain}
+    for d, code in (("X", 0), ("Y", 1)):
+        lines = np.flatnonzero(test_domain == code)
+        for key, r in state["best"][d]["test_ranks"].items():
+            arrays.setdefault(key.replace("/", "_"), np.zeros(len(test_domain)))[lines] = r
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_line(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True) + "\n"

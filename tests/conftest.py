@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real C2DSR Food-Kitchen files, pointed at by HAFVT_REAL_DATA (set by .ci/run)."""
+    path = os.environ.get("HAFVT_REAL_DATA")
+    if not path:
+        pytest.skip("HAFVT_REAL_DATA is not set: point it at ../shared/data/c2dsr/Food-Kitchen to run real-data tests")
+    if not Path(path).is_dir():
+        pytest.skip(f"HAFVT_REAL_DATA={path} is not a directory")
+    return Path(path)
