@@ -12,6 +12,7 @@ transfer and the model, not a cold disk.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -64,7 +65,7 @@ def on_device(enc, batch: int, iters: int, precision: str, cast: bool) -> float:
     model, dtype = enc.model, PRECISIONS[precision]
     x = torch.randn(batch, 3, size, size, device=enc.device)
     if cast and dtype is not None:
-        model = model.to(dtype)
+        model = copy.deepcopy(enc.model).to(dtype)
         x = x.to(dtype)
     ctx = (lambda: torch.autocast(enc.device.type, dtype=dtype)) if (dtype is not None and not cast) else \
         (lambda: torch.autocast(enc.device.type, enabled=False))
@@ -76,8 +77,6 @@ def on_device(enc, batch: int, iters: int, precision: str, cast: bool) -> float:
         for _ in range(iters):
             model.encode_image(x)
         sync(enc.device)
-    if cast and dtype is not None:
-        enc.model.float()
     return batch * iters / (time.perf_counter() - t)
 
 

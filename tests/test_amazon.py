@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from hafvt.data.amazon import BuildConfig, attach_catalogue, build_from_dumps, iter_meta, parse_record
+from hafvt.data.amazon import attach_catalogue, build_from_dumps, iter_meta, parse_record
 from hafvt.data.c2dsr import read_scenario
 from hafvt.data.catalogue import CatalogueError, read_catalogue, write_catalogue
 
@@ -172,3 +172,34 @@ def test_catalogue_errors_name_file_and_line(tmp_path):
     path.write_text("{oops\n")
     with pytest.raises(CatalogueError, match=r"catalogue.jsonl:1: not JSON"):
         read_catalogue(tmp_path)
+
+
+def test_cli_build_and_attach(tmp_path, capsys):
+    from hafvt.commands.embed import main
+
+    paths = write_fixture(tmp_path)
+    args = ["catalogue", "build", str(tmp_path / "cli"), "--reviews-x", str(paths["reviews_x"]), "--meta-x",
+            str(paths["meta_x"]), "--reviews-y", str(paths["reviews_y"]), "--meta-y", str(paths["meta_y"])]
+    assert main(args) == 0
+    assert '"valid": 7' in capsys.readouterr().out
+    assert main(["catalogue", "attach", str(tmp_path / "cli"), "--meta-x", str(paths["meta_x"]),
+                 "--meta-y", str(paths["meta_y"])]) == 0
+    assert main(["catalogue", "attach", str(tmp_path / "nowhere"), "--meta-x", "a", "--meta-y", "b"]) == 2
+    assert "scenario directory not found" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_attach_to_the_real_food_kitchen_release(real_data_dir, tmp_path):
+    """The official release gets titles and images through its ASIN column (metadata here: 3 lines we write)."""
+    import shutil
+
+    for f in ("Alist.txt", "Blist.txt", "userlist.txt", "validdata_new.txt", "testdata_new.txt"):
+        shutil.copy(real_data_dir / f, tmp_path / f)  # never write into the shared release
+    asin_x = (tmp_path / "Alist.txt").read_text().split("\n", 1)[0].split("\t")[1]
+    asin_y = (tmp_path / "Blist.txt").read_text().split("\n", 1)[0].split("\t")[1]
+    (tmp_path / "meta_x.json").write_text(repr({"asin": asin_x, "title": "Food one", "imUrl": "http://x/1.jpg"}) + "\n")
+    (tmp_path / "meta_y.json").write_text(json.dumps({"asin": asin_y, "title": "Kitchen one", "imageURL": []}) + "\n")
+    stats = attach_catalogue(tmp_path, tmp_path / "meta_x.json", tmp_path / "meta_y.json")
+    rows = read_catalogue(tmp_path, 29207, 34886)
+    assert rows[0]["title"] == "Food one" and rows[29207]["title"] == "Kitchen one" and rows[29207]["image"] is None
+    assert stats["X_without_metadata"] == 29206 and stats["Y_without_metadata"] == 34885

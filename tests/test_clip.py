@@ -126,6 +126,10 @@ def test_absent_pretrained_weights_fail_at_once(tmp_path, monkeypatch):
         resolve_pretrained("ViT-B-32", "openai", cache_dir=str(tmp_path / "clip"))
     assert time.time() - t0 < 5
     assert "--pretrained /path/to/checkpoint" in str(e.value) and "ViT-B-32.pt" in str(e.value)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "ViT-B-32.pt").write_bytes(b"")  # once the file is where the message said, it is found
+    found = resolve_pretrained("ViT-B-32", "openai", cache_dir=str(tmp_path / "clip"))
+    assert found["kind"] == "tag" and found["path"] == tmp_path / "clip" / "ViT-B-32.pt"
     with pytest.raises(FileNotFoundError, match="neither a file nor a pretrained tag"):
         resolve_pretrained("ViT-B-32", "no-such-tag")
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
@@ -150,3 +154,13 @@ def test_demo_encoder_then_torchrun_two_gloo_processes(tmp_path):
     np.testing.assert_allclose(two.image, one.image, atol=1e-6)
     np.testing.assert_allclose(two.text, one.text, atol=1e-6)
     assert np.array_equal(two.image_source, one.image_source)
+
+
+def test_cli_embed_without_weights_exits_2(tmp_path, capsys):
+    from hafvt.commands.embed import main
+
+    make_scenario(tmp_path)
+    args = ["embed", str(tmp_path), "--model", "ViT-B-32", "--pretrained", "openai", "--weights-dir", str(tmp_path / "w")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "never downloads" in err and "ViT-B-32.pt" in err

@@ -68,8 +68,8 @@ def _cached_tag_file(model: str, tag: str, cache_dir: str | None) -> tuple[Path 
             hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
             if isinstance(hit, str) and os.path.isfile(hit):
                 return Path(hit), ""
-        places.append(f"the Hugging Face cache (`huggingface-cli download {repo} {names[-1]}` on a machine with "
-                      f"internet, then copy ~/.cache/huggingface/hub/models--{repo.replace('/', '--')} here)")
+        places.append(f"the Hugging Face cache (`hf download {repo} {names[-1]}` on a machine with internet, "
+                      f"then copy ~/.cache/huggingface/hub/models--{repo.replace('/', '--')} to this machine's cache)")
     if cfg.get("url"):
         target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
         if target.is_file():
@@ -205,25 +205,44 @@ def _image_size(enc: Encoder) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def encode_images(enc: Encoder, paths: list, batch_size: int = 256, workers: int = 0, precision: str = "fp32",
-                  jpeg_draft: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """L2-normalised image embeddings (n, e) float32 and a mask of the images that decoded."""
+def encode_image_shards(enc: Encoder, paths: list, bounds: list[tuple[int, int]], batch_size: int = 256,
+                        workers: int = 0, precision: str = "fp32", jpeg_draft: bool = False):
+    """Yield (embeddings (hi-lo, e) float32 L2-normalised, decoded mask) for each (lo, hi) of ``bounds``.
+
+    One DataLoader serves every shard (workers start once); model batches never cross a shard
+    boundary, so a shard's rows do not depend on which other shards run with it.
+    """
     pil_part, normalize = split_preprocess(enc.preprocess)
     ds = ImageFiles(paths, pil_part, _image_size(enc), uint8=normalize is not None, jpeg_draft=jpeg_draft)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                                     pin_memory=enc.device.type == "cuda", persistent_workers=False)
-    out, oks = [], []
+    chunk = min(batch_size, 128)  # workers ship small chunks (bounded shared memory); the device gathers batches
+    chunks = [list(range(s, min(s + chunk, hi))) for lo, hi in bounds for s in range(lo, hi, chunk)]
+    dl = torch.utils.data.DataLoader(ds, batch_sampler=chunks, num_workers=workers, pin_memory=enc.device.type == "cuda")
+    it = iter(dl)
     with torch.inference_mode():
-        for x, ok in tqdm(dl, desc="images", unit="batch", disable=None if progress else True, leave=False):
-            x = x.to(enc.device, non_blocking=True)
-            if normalize is not None:
-                x = normalize(x.float().div(255))
-            with _autocast(enc.device, precision):
-                z = enc.model.encode_image(x)
-            out.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu())
-            oks.append(ok)
-    emb = torch.cat(out).numpy() if out else np.zeros((0, enc.info["embed_dim"]), np.float32)
-    return emb.astype(np.float32), (torch.cat(oks).numpy() if oks else np.zeros(0, bool))
+        for lo, hi in bounds:
+            out, oks, pending, seen = [], [], [], lo
+            while seen < hi:
+                x, ok = next(it)
+                seen += len(x)
+                pending.append(x.to(enc.device, non_blocking=True))
+                oks.append(ok)
+                if sum(len(p) for p in pending) >= batch_size or seen >= hi:
+                    x = torch.cat(pending)
+                    pending.clear()
+                    if normalize is not None:
+                        x = normalize(x.float().div(255))
+                    with _autocast(enc.device, precision):
+                        z = enc.model.encode_image(x)
+                    out.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu())
+            yield torch.cat(out).numpy().astype(np.float32), torch.cat(oks).numpy()
+
+
+def encode_images(enc: Encoder, paths: list, batch_size: int = 256, workers: int = 0, precision: str = "fp32",
+                  jpeg_draft: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised image embeddings (n, e) float32 and a mask of the images that decoded."""
+    if not paths:
+        return np.zeros((0, enc.info["embed_dim"]), np.float32), np.zeros(0, bool)
+    return next(encode_image_shards(enc, paths, [(0, len(paths))], batch_size, workers, precision, jpeg_draft))
 
 
 def encode_texts(enc: Encoder, texts: list[str], batch_size: int = 256, precision: str = "fp32") -> np.ndarray:
@@ -245,7 +264,7 @@ def _dist():
     """(rank, world size), initialising torch.distributed when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("gloo")  # only barriers are needed: gloo works for GPU runs too
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -277,13 +296,10 @@ def _save_npz(path: Path, **arrays):
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _encode_shard(enc: Encoder, rows: list[dict], paths: list, opts: dict, images: bool, titles: bool) -> dict:
-    """Own-modality embeddings of one shard with masks; titles are encoded for text or as the image fallback."""
-    out = {}
-    if images:
-        out["image"], out["image_ok"] = encode_images(enc, paths, opts["batch_size"], opts["workers"],
-                                                      opts["precision"], opts["jpeg_draft"])
-    img_ok = out.get("image_ok", np.zeros(len(rows), bool))
+def _shard_arrays(enc: Encoder, rows: list[dict], image, image_ok, titles: bool, opts: dict) -> dict:
+    """One shard's own-modality rows and masks; titles are encoded for the text table or as the image fallback."""
+    out = {} if image is None else {"image": image, "image_ok": image_ok}
+    img_ok = np.zeros(len(rows), bool) if image_ok is None else image_ok
     idx = [k for k, r in enumerate(rows) if r["title"] and (titles or not img_ok[k])]
     out["text"] = np.zeros((len(rows), enc.info["embed_dim"]), np.float32)
     out["text_ok"] = np.zeros(len(rows), bool)
@@ -299,7 +315,7 @@ def _fill(own: np.ndarray, ok: np.ndarray, other: np.ndarray, other_ok: np.ndarr
     source = np.where(ok, 0, np.where(other_ok, 1, 2)).astype(np.int8)
     for d in (False, True):
         dom = is_y == d
-        have = dom & (source < 2)
+        have = dom & (source == 0) if (dom & (source == 0)).any() else dom & (source == 1)
         if (dom & (source == 2)).any():
             if not have.any():
                 raise ValueError(f"no item of domain {'XY'[d]} has an image or a title: nothing to build the {table} table from")
@@ -331,7 +347,8 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
     paths = [image_file(scenario_dir, r) for r in rows] if images else [None] * len(rows)
     out = cache_dir(scenario_dir, name or default_cache_name(model, pretrained))
     shards = out / "shards"
-    plan = {"model": model, "pretrained": enc.pretrained if enc.info["pretrained_kind"] != "file" else enc.info["weights_file"],
+    # a checkpoint file is named by its checksum, so a moved scenario or weights folder still resumes
+    plan = {"model": model, "pretrained": enc.pretrained if enc.info["pretrained_kind"] != "file" else "file",
             "weights_sha256": enc.info.get("weights_sha256"), "seed": enc.info.get("seed"),
             "item_list_sha256": item_list_hash(rows), "images": images, "titles": titles, "shard_size": shard_size,
             "precision": precision, "jpeg_draft": jpeg_draft, "preprocess": repr(enc.preprocess),
@@ -351,16 +368,18 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
         return out  # already complete
     opts = dict(batch_size=batch_size, workers=workers, precision=precision, jpeg_draft=jpeg_draft)
     n_shards = (len(rows) + shard_size - 1) // shard_size
-    mine = [k for k in range(n_shards) if k % world == rank]
+    todo = [k for k in range(rank, n_shards, world) if not (shards / f"shard_{k:05d}.npz").is_file()]  # resume
+    bounds = [(k * shard_size, min((k + 1) * shard_size, len(rows))) for k in todo]
+    images_out = encode_image_shards(enc, paths, bounds, **opts) if images else ((None, None) for _ in todo)
     t0 = time.time()
-    for k in tqdm(mine, desc=f"shards (rank {rank})" if world > 1 else "shards", disable=None):
-        f = shards / f"shard_{k:05d}.npz"
-        if f.is_file():
-            continue  # resume
-        lo, hi = k * shard_size, min((k + 1) * shard_size, len(rows))
-        _save_npz(f, **_encode_shard(enc, rows[lo:hi], paths[lo:hi], opts, images, titles))
+    bar = tqdm(total=sum(hi - lo for lo, hi in bounds), unit="item", disable=None,
+               desc=f"embed (rank {rank})" if world > 1 else "embed")
+    for k, (lo, hi), (image, image_ok) in zip(todo, bounds, images_out):
+        _save_npz(shards / f"shard_{k:05d}.npz", **_shard_arrays(enc, rows[lo:hi], image, image_ok, titles, opts))
+        bar.update(hi - lo)
         if on_shard is not None:
             on_shard(k)
+    bar.close()
     _barrier(world)
     if rank == 0:
         _merge(out, rows, n_x, n_y, n_shards, plan, enc, images, titles, device, world, batch_size, time.time() - t0)
@@ -394,7 +413,7 @@ def _merge(out: Path, rows, n_x, n_y, n_shards, plan, enc, images, titles, devic
     import torchvision
 
     manifest = {
-        "format": 1, "model": enc.name, "pretrained": plan["pretrained"], **enc.info,
+        "format": 1, "model": enc.name, "pretrained": enc.info.get("weights_file", enc.pretrained), **enc.info,
         "random_init": enc.info["pretrained_kind"] == RANDOM_INIT,
         "item_list_sha256": plan["item_list_sha256"], "n_items": len(rows), "n_x": n_x, "n_y": n_y,
         "embed_dim": dim, "tables": tables, "dtype": "float32", "rows": "L2-normalised, global item-id order",

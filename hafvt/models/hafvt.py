@@ -128,7 +128,8 @@ class HAFVT(nn.Module):
 
     def sim(self, h: torch.Tensor, m: str) -> torch.Tensor:
         """Sim(h, E_m) / tau over every item, eq. (2)."""
-        E = F.normalize(self.table(m)[: self.n_items], dim=-1)
+        E = self.table(m)[: self.n_items]
+        E = F.normalize(E, dim=-1) if m == "id" else E  # the frozen tables are normalised once
         return (F.normalize(h, dim=-1) @ E.to(h.dtype).T) * self.inv_tau
 
     def domain_mask(self, v: str, device) -> torch.Tensor | None:
@@ -168,26 +169,27 @@ class HAFVT(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: dict, counts: dict[str, int] | None = None) -> torch.Tensor:
-        """L = L^X + lambda1 L^Y + lambda2 L^{X+Y}, eq. (9); every slot with a target counts.
+        """L = L^X + lambda1 L^Y + lambda2 L^{X+Y}, eq. (9); every slot with a target counts (mean per view).
 
         ``counts[v]`` (number of slots with a target, known on the host) lets the rows be
-        gathered without a device sync; without it they are found with a sync.
+        gathered without a device sync; without it they are counted with a sync. When every
+        view's softmax runs over all items, the views' rows share one product per modality.
         """
-        weight = self.view_weights()
-        total = 0.0
+        segments = []  # (view, rows of the flattened (B*L) slots, their targets)
         for v in self.views:
             tgt = batch["tgt"][:, VIEW_INDEX[v]].reshape(-1)
             valid = tgt >= 0
             n = counts[v] if counts is not None else int(valid.sum())
-            if n == 0:
-                continue
-            rows = torch.argsort((~valid).to(torch.int8), stable=True)[:n]
-            h = {}
-            for m in self.modalities:
-                H, _ = self.encode(batch, v, m)
-                h[m] = H.reshape(-1, H.shape[-1])[rows]
-            L_v = -self.view_log_prob(h, v, tgt[rows]).mean()
-            total = total + weight[v] * L_v
+            if n:
+                rows = torch.argsort((~valid).to(torch.int8), stable=True)[:n]
+                segments.append((v, rows, tgt[rows]))
+        groups = [segments] if self.cfg.view_softmax == "all" else [[seg] for seg in segments]
+        weight, total = self.view_weights(), 0.0
+        for group in groups:
+            h = {m: torch.cat([self.encode(batch, v, m)[0].flatten(0, 1)[rows] for v, rows, _ in group]) for m in self.modalities}
+            log_p = self.view_log_prob(h, group[0][0] if len(group) == 1 else "xy", torch.cat([t for *_, t in group]))
+            for (v, rows, _), lp in zip(group, log_p.split([len(rows) for _, rows, _ in group])):
+                total = total - weight[v] * lp.mean()
         return total
 
     # ------------------------------------------------------------------ evaluation

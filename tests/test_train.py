@@ -1,0 +1,91 @@
+"""Training: every configuration runs, runs are deterministic on CPU, resume equals straight-through."""
+import json
+
+import pytest
+
+import hafvt.train as train_mod
+from conftest import REPO
+from hafvt.cli import main as cli
+from hafvt.config import load_config
+from helpers import tiny_demo
+
+CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return tiny_demo(tmp_path_factory.mktemp("demo"))
+
+
+def small_cfg(name="hafvt", **over):
+    return load_config(REPO / "configs" / f"{name}.yaml", {"epochs": 4, "eval_every": 2, "batch_size": 64, "q": 16, "n_neg": 99, **over})
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_config_trains_one_epoch_on_the_tiny_demo(demo, tmp_path, name):
+    res = train_mod.run(demo, small_cfg(name, epochs=1), tmp_path / name, progress=False)
+    for kind in ("sampled", "full"):
+        for d in ("X", "Y"):
+            m = res["metrics"][kind][d]
+            assert 0 < m["mrr"] <= 1 and m["n"] > 0
+    assert res["provenance"]["data_kind"] == "demo" and not res["provenance"]["comparable_with_paper"]
+    assert (tmp_path / name / "results.json").is_file() and (tmp_path / name / "test_ranks.npz").is_file()
+
+
+def test_same_seed_gives_identical_metrics(demo, tmp_path):
+    a = train_mod.run(demo, small_cfg(), tmp_path / "a", seed=3, progress=False)
+    b = train_mod.run(demo, small_cfg(), tmp_path / "b", seed=3, progress=False)
+    assert a["metrics"] == b["metrics"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(demo, tmp_path, monkeypatch):
+    straight = train_mod.run(demo, small_cfg(), tmp_path / "straight", progress=False)
+    real_epoch = train_mod.train_epoch
+
+    def crash_at_3(model, opt, views, cfg, seed, epoch, *a):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_epoch(model, opt, views, cfg, seed, epoch, *a)
+
+    monkeypatch.setattr(train_mod, "train_epoch", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.run(demo, small_cfg(), tmp_path / "resumed", progress=False)
+    assert (tmp_path / "resumed" / "checkpoint.pt").is_file() and not (tmp_path / "resumed" / "results.json").exists()
+    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    resumed = train_mod.run(demo, small_cfg(), tmp_path / "resumed", progress=False)
+    assert resumed["metrics"] == straight["metrics"]
+    assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
+
+
+def test_checkpoint_of_another_config_is_refused(demo, tmp_path):
+    train_mod.run(demo, small_cfg(epochs=2), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        train_mod.run(demo, small_cfg(epochs=2, lr=5e-4), tmp_path / "run", progress=False)
+
+
+def test_cli_train_writes_results_with_provenance(demo, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli(["train", str(demo), "--config", str(REPO / "configs" / "ifcdsr.yaml"), "--epochs", "1",
+                "--set", "q=16", "--set", "n_neg=99", "--seed", "2", "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for key in ("mrr", "ndcg@5", "ndcg@10", "hr@10"):
+        assert 0 <= res["metrics"]["sampled"]["X"][key] <= 1 and 0 <= res["metrics"]["full"]["Y"][key] <= 1
+    p = res["provenance"]
+    assert p["seed"] == 2 and len(p["data_hash"]) == 64 and p["config_hash"] == load_config(
+        REPO / "configs" / "ifcdsr.yaml", ["q=16", "n_neg=99", "epochs=1"]).hash()
+    assert p["embeddings"]["model"] == "test-fixture" and "torch" in p["versions"] and p["device"].startswith("cpu")
+    assert res["config"]["alpha"] == 0.7 and res["config"]["modalities"] == ["id", "img"]
+    assert "commit" in p
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["config"] == "ifcdsr"
+
+
+def test_scenario_without_train_split_says_how_to_derive(tmp_path):
+    from hafvt.data.c2dsr import read_scenario, write_scenario
+
+    d = tiny_demo(tmp_path)
+    scn = read_scenario(d)
+    scn.train = None
+    write_scenario(scn, tmp_path / "notrain")
+    with pytest.raises(FileNotFoundError, match="hafvt derive"):
+        train_mod.run(tmp_path / "notrain", small_cfg("id-merged"), tmp_path / "r", progress=False)
