@@ -1,6 +1,7 @@
 """Where a number comes from: commit, config, seed, data, encoder, device, versions."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from hafvt.data.labels import scenario_kind
 def git_commit(repo: Path | None = None) -> dict:
     """The commit of the hafvt checkout, and whether it had uncommitted changes."""
     repo = repo or Path(hafvt.__file__).resolve().parents[1]
+    if os.environ.get("HAFVT_GIT_COMMIT"):  # a copy of the tree without .git (e.g. a remote GPU machine)
+        return {"commit": os.environ["HAFVT_GIT_COMMIT"], "dirty": None}
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, timeout=10)  # noqa: E731
         commit = run("rev-parse", "HEAD")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
-import os
 import random
 import socket
 import time
@@ -165,7 +164,3 @@ def download_images(scenario_dir: str | Path, workers: int = 16, retries: int = 
     }
     atomic_write_json(scenario_dir / REPORT_FILE, report)
     return report
-
-
-def default_workers() -> int:
-    return min(32, 4 * (os.cpu_count() or 1))

@@ -1,0 +1,217 @@
+"""Helpers for the book's notebooks and build: set-up of a demo scenario with its offline encoder,
+the decisions page, labels, and publishing results files next to the book.
+
+  python -m hafvt.book prepare-demo DIR [--size small] [--encoder-epochs N] [--embed-dim E]
+  python -m hafvt.book decisions book/decisions.md [--check]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+SMOKE_ENV = "HAFVT_SMOKE"
+
+
+def smoke_from_env(default: bool = False) -> bool:
+    """The notebooks' smoke switch, also settable from the environment (nbval cannot inject parameters)."""
+    value = os.environ.get(SMOKE_ENV)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The repository root (the folder holding pyproject.toml), from the notebook's working directory."""
+    here = Path(start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "pyproject.toml").is_file() and (p / "hafvt").is_dir():
+            return p
+    return here
+
+
+def resolve(path: str | Path | None, root: Path) -> Path | None:
+    if path in (None, ""):
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else root / p
+
+
+# --------------------------------------------------------------------------- demo set-up
+
+
+def prepare_demo(scenario_dir: str | Path, size: str = "small", seed: int = 0, encoder_epochs: int = 20,
+                 embed_dim: int = 512, device: str = "cpu", log=print) -> dict:
+    """Generate the demo scenario, train its offline CLIP encoder and embed its items, skipping finished steps.
+
+    Returns a small report with the seconds each step took (0 when it was already done).
+    """
+    from hafvt.data.demo import write_demo
+    from hafvt.embed.cache import list_caches
+
+    scenario_dir = Path(scenario_dir)
+    report = {}
+    t = time.perf_counter()
+    if not (scenario_dir / "demo.json").is_file():
+        write_demo(scenario_dir, size=size, seed=seed, images=True)
+        log(f"demo scenario ({size}, seed {seed}) written to {scenario_dir}")
+    report["demo_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    ckpt = demo_encoder_checkpoint(scenario_dir)
+    if not ckpt.is_file():
+        from hafvt.embed.demo_encoder import tiny_config, train_demo_encoder
+
+        ckpt = train_demo_encoder(scenario_dir, cfg=tiny_config(embed_dim=embed_dim), epochs=encoder_epochs, seed=seed)
+        log(f"demo encoder (embed_dim {embed_dim}, {encoder_epochs} epochs) saved to {ckpt}")
+    report["encoder_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    if not list_caches(scenario_dir):
+        from hafvt.embed.clip import embed_scenario
+        from hafvt.embed.demo_encoder import DEMO_MODEL
+
+        out = embed_scenario(scenario_dir, DEMO_MODEL, str(ckpt), device=device, workers=0)
+        log(f"embeddings written to {out}")
+    report["embed_s"] = round(time.perf_counter() - t, 1)
+    return report
+
+
+def demo_encoder_checkpoint(scenario_dir: str | Path) -> Path:
+    from hafvt.embed.demo_encoder import DEMO_MODEL
+
+    return Path(scenario_dir) / "encoders" / DEMO_MODEL / f"{DEMO_MODEL}.pt"
+
+
+# --------------------------------------------------------------------------- labels
+
+
+LABEL_STYLE = {"demo": ("#fff4e5", "#b35c00"), "derived": ("#fff4e5", "#b35c00"), "benchmark": ("#eef6ee", "#2e7d32"),
+               "quoted": ("#f0f0f0", "#555555")}
+
+
+def label_html(kind: dict, extra: str = "") -> str:
+    """A banner naming what the numbers on the page come from."""
+    from hafvt.viz import esc
+
+    k = kind["kind"]
+    text = {"demo": "Synthetic demo data. Every number computed on this page comes from the offline demo scenario "
+                    "(and, where images or titles enter, from the small demo encoder trained on its own pairs, not "
+                    "the papers' CLIP). These numbers are not comparable with the papers'.",
+            "derived": "Real-data mini benchmark derived from the public C2DSR files (train = 90% of the valid users). "
+                       "Not comparable with the papers' numbers.",
+            "benchmark": "C2DSR benchmark files."}.get(k, kind.get("label", k))
+    bg, fg = LABEL_STYLE.get(k, ("#f0f0f0", "#333"))
+    return (f'<div class="hafvt-banner" style="background:{bg};border-left:4px solid {fg};padding:6px 10px;'
+            f'margin:6px 0;color:#222"><b style="color:{fg}">[{esc(k)}]</b> {esc(text)} {esc(extra)}</div>')
+
+
+# --------------------------------------------------------------------------- results next to the book
+
+
+def publish(files, dest: str | Path | None) -> list[Path]:
+    """Copy results files (tables, small JSON) into a folder the book serves; ``dest=None`` does nothing."""
+    if dest is None:
+        return []
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        f = Path(f)
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+            out.append(dest / f.name)
+    return out
+
+
+def link_list(paths, page_to_static: str = "../_static") -> str:
+    """HTML links to published files, relative to a notebook page of the book."""
+    from hafvt.viz import esc
+
+    items = []
+    for p in paths:
+        p = Path(p)
+        parts = p.parts
+        rel = "/".join(parts[parts.index("_static") + 1:]) if "_static" in parts else p.name
+        items.append(f'<a href="{page_to_static}/{esc(rel)}">{esc(p.name)}</a>')
+    return " · ".join(items)
+
+
+# --------------------------------------------------------------------------- decisions page
+
+
+def decisions_markdown() -> str:
+    """The book's page of reproduction decisions, generated from ``hafvt.config.decisions()``."""
+    from hafvt.config import decisions
+
+    src_names = {"paper": "stated by the papers", "protocol": "C2DSR's protocol", "choice": "our choice (papers silent)"}
+    lines = [
+        "# Reproduction decisions",
+        "",
+        "<!-- generated by `python -m hafvt.book decisions book/decisions.md` from hafvt/config.py; do not edit -->",
+        "",
+        "Every key of a run's configuration, with its default, where the default comes from, and why. "
+        "Keys whose source is *our choice* are the places where the papers are silent and this package had to "
+        "decide; each can be changed per run with `hafvt train ... --set key=value` or in a file in `configs/`. "
+        "Every results file records the full configuration it ran with.",
+        "",
+    ]
+    rows = decisions()
+    for source in ("choice", "paper", "protocol"):
+        group = [r for r in rows if r["source"] == source]
+        if not group:
+            continue
+        lines += [f"## {src_names[source].capitalize()}", "", "| key | default | reason |", "| --- | --- | --- |"]
+        for r in group:
+            default = json.dumps(r["default"]) if not isinstance(r["default"], str) else f'"{r["default"]}"'
+            reason = str(r["reason"]).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{r['key']}` | `{default}` | {reason} |")
+        lines.append("")
+    lines += ["The table rows of the papers are files in `configs/` that set some of these keys "
+              "(for example `configs/ifcdsr.yaml`: image and ID, hierarchical views, alpha 0.7, lambda1 0.1, lambda2 0.4).", ""]
+    return "\n".join(lines)
+
+
+def write_decisions(path: str | Path, check: bool = False) -> bool:
+    """Write the page; with ``check``, only report whether the file on disk is up to date."""
+    path = Path(path)
+    text = decisions_markdown()
+    if check:
+        return path.is_file() and path.read_text() == text
+    path.write_text(text)
+    return True
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hafvt.book")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare-demo", help="demo scenario + offline encoder + embeddings (skips finished steps)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--size", default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoder-epochs", type=int, default=20)
+    p.add_argument("--embed-dim", type=int, default=512)
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("decisions", help="write the decisions page from hafvt.config")
+    p.add_argument("path", type=Path)
+    p.add_argument("--check", action="store_true", help="exit 1 if the page is out of date")
+    args = parser.parse_args(argv)
+    if args.cmd == "prepare-demo":
+        print(json.dumps(prepare_demo(args.dir, args.size, args.seed, args.encoder_epochs, args.embed_dim, args.device)))
+        return 0
+    if args.cmd == "decisions":
+        ok = write_decisions(args.path, check=args.check)
+        if args.check and not ok:
+            print(f"{args.path} is out of date; run: python -m hafvt.book decisions {args.path}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
