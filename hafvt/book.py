@@ -2,6 +2,7 @@
 the decisions page, labels, and publishing results files next to the book.
 
   python -m hafvt.book prepare-demo DIR [--size small] [--encoder-epochs N] [--embed-dim E]
+  python -m hafvt.book demo-encoder DIR [--epochs N] [--embed-dim E]   (``hafvt demo-encoder`` with a chosen e)
   python -m hafvt.book decisions book/decisions.md [--check]
 """
 from __future__ import annotations
@@ -83,6 +84,17 @@ def demo_encoder_checkpoint(scenario_dir: str | Path) -> Path:
     from hafvt.embed.demo_encoder import DEMO_MODEL
 
     return Path(scenario_dir) / "encoders" / DEMO_MODEL / f"{DEMO_MODEL}.pt"
+
+
+# --------------------------------------------------------------------------- quoted numbers
+
+# Table 1 of both papers (identical in IFCDSR and HAF-VT; papers/haf-vt.txt, "Table 1"). Quoted, not computed.
+TABLE1_QUOTED = {
+    "Food-Kitchen": {"items_x": 29207, "items_y": 34886, "train": 34117, "valid_x": 2722, "valid_y": 5451,
+                     "test_x": 2747, "test_y": 5659, "avg_length": 9.91, "domains": ("Food", "Kitchen")},
+    "Movie-Book": {"items_x": 36845, "items_y": 63937, "train": 58515, "valid_x": 2032, "valid_y": 5612,
+                   "test_x": 1978, "test_y": 5730, "avg_length": 11.98, "domains": ("Movie", "Book")},
+}
 
 
 # --------------------------------------------------------------------------- labels
@@ -197,12 +209,26 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-epochs", type=int, default=20)
     p.add_argument("--embed-dim", type=int, default=512)
     p.add_argument("--device", default="cpu")
+    p = sub.add_parser("demo-encoder", help="train the offline demo encoder with embedding size e (then: hafvt embed)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--embed-dim", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("decisions", help="write the decisions page from hafvt.config")
     p.add_argument("path", type=Path)
     p.add_argument("--check", action="store_true", help="exit 1 if the page is out of date")
     args = parser.parse_args(argv)
     if args.cmd == "prepare-demo":
         print(json.dumps(prepare_demo(args.dir, args.size, args.seed, args.encoder_epochs, args.embed_dim, args.device)))
+        return 0
+    if args.cmd == "demo-encoder":
+        from hafvt.embed.demo_encoder import DEMO_MODEL, tiny_config, train_demo_encoder
+
+        ckpt = train_demo_encoder(args.dir, cfg=tiny_config(embed_dim=args.embed_dim), epochs=args.epochs, seed=args.seed)
+        log = json.loads((ckpt.parent / "train_log.json").read_text())
+        print(f"{ckpt}: e={args.embed_dim}, {log['pairs']} pairs, {log['epochs']} epochs, {log['seconds']} s, in-sample "
+              f"image->title top-1 {log['image_to_title_top1_in_sample']:.3f} (chance {log['chance_top1']:.4f})")
+        print(f"next: hafvt embed {args.dir} --model {DEMO_MODEL} --pretrained {ckpt}")
         return 0
     if args.cmd == "decisions":
         ok = write_decisions(args.path, check=args.check)
@@ -215,3 +241,35 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- Sphinx extension
+
+
+def _dedup_scripts(app, pagename, templatename, context, doctree):
+    """sphinx-thebe registers its inline configuration script once per read phase; a page that
+    declares ``const THEBE_JS_URL`` twice raises a JavaScript error. Keep the first of equal scripts."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, kept = set(), []
+    for s in scripts:
+        key = (getattr(s, "filename", None) or "", tuple(sorted((k, str(v)) for k, v in getattr(s, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(s)
+    context["script_files"][:] = kept
+
+
+def _default_mode(app, config):
+    """The book theme leaves pydata's ``default_mode`` empty, which the browser console reports as an error."""
+    context = dict(config.html_context or {})
+    context.setdefault("default_mode", "light")
+    config.html_context = context
+
+
+def setup(app):
+    """``sphinx: extra_extensions: [hafvt.book]`` in _config.yml: small fixes for a clean console."""
+    app.connect("config-inited", _default_mode)
+    app.connect("html-page-context", _dedup_scripts, priority=100)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -132,26 +132,30 @@ def fmt_mean_std(cell) -> str:
     return f"{float(cell):.2f}"
 
 
-def side_by_side(ours: dict[str, dict], quoted: dict[str, dict], domains=("X", "Y"), metrics=METRICS,
+def side_by_side(ours: dict[str, dict], quoted: dict[str, dict] | None, domains=("X", "Y"), metrics=METRICS,
                  domain_names: dict | None = None, ours_label: str = "ours", quoted_label: str = "quoted"):
     """A DataFrame with one row per model and, per domain and metric, a 'quoted' and an 'ours' column.
 
     ``ours[row][domain][metric]`` is {'mean', 'std'} (x100) or a number; ``quoted`` the same with
     numbers (the papers print x100). Rows present in only one of the two show '—' in the other.
+    ``quoted=None`` leaves the quoted columns out (e.g. full-ranking metrics, which the papers do not report).
     """
     import pandas as pd
 
     names = domain_names or {}
+    sources = (ours_label,) if quoted is None else (quoted_label, ours_label)
+    quoted = quoted or {}
     rows = list(dict.fromkeys([*quoted, *ours]))
     cols = pd.MultiIndex.from_tuples([(names.get(d, d), METRIC_NAMES[m], src) for d in domains for m in metrics
-                                      for src in (quoted_label, ours_label)])
+                                      for src in sources])
     data = []
     for r in rows:
         line = []
         for d in domains:
             for m in metrics:
-                line.append(fmt_mean_std(((quoted.get(r) or {}).get(d) or {}).get(m)))
-                line.append(fmt_mean_std(((ours.get(r) or {}).get(d) or {}).get(m)))
+                for src in sources:
+                    table = quoted if src == quoted_label and src != ours_label else ours
+                    line.append(fmt_mean_std(((table.get(r) or {}).get(d) or {}).get(m)))
         data.append(line)
     return pd.DataFrame(data, index=pd.Index(rows, name="model"), columns=cols)
 

@@ -120,7 +120,8 @@ class Explorer:
         rows = torch.as_tensor(lines, dtype=torch.long, device=self.views.target.device)
         batch = self.views.index(rows)
         out = self.model.explain(batch)
-        cfg, n_x, L = self.cfg, self.scn.n_x, cfg.maxlen
+        cfg, n_x = self.cfg, self.scn.n_x
+        L = cfg.maxlen
         l1, l2 = cfg.lambda1, cfg.lambda2
         result = []
         for b, line in enumerate(lines):

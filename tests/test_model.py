@@ -75,3 +75,18 @@ def test_missing_table_is_named():
     cfg = load_config(overrides={"modalities": ["id", "img"]})
     with pytest.raises(ValueError, match="img"):
         HAFVT(cfg, N_X, N_Y, None, None)
+
+
+def test_softmax_nll_equals_cross_entropy_with_mask():
+    from hafvt.models.hafvt import softmax_nll
+
+    g = torch.Generator().manual_seed(0)
+    q, E = torch.randn(7, 5, generator=g), torch.randn(11, 5, generator=g)
+    target = torch.tensor([0, 3, 10, 4, 4, 1, 2])
+    mask = torch.zeros(11, dtype=torch.bool)
+    mask[7:] = True
+    mask_target = target.clone()
+    mask_target[2] = 5  # a masked item is never a target
+    assert torch.allclose(softmax_nll(q, E, target), F.cross_entropy(q @ E.T, target, reduction="none"), atol=1e-5)
+    assert torch.allclose(softmax_nll(q, E, mask_target, mask),
+                          F.cross_entropy((q @ E.T).masked_fill(mask, float("-inf")), mask_target, reduction="none"), atol=1e-5)

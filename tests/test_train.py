@@ -18,7 +18,7 @@ def demo(tmp_path_factory):
 
 
 def small_cfg(name="hafvt", **over):
-    return load_config(REPO / "configs" / f"{name}.yaml", {"epochs": 4, "eval_every": 2, "batch_size": 64, "q": 16, "n_neg": 99, **over})
+    return load_config(REPO / "configs" / f"{name}.yaml", {"epochs": 4, "eval_every": 2, "batch_size": 64, "q": 16, "hidden": 16, "n_neg": 99, **over})
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -44,6 +44,17 @@ class Views:
                 "target": self.target[rows], "domain": self.domain[rows]}
 
 
+def target_rows(tgt: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Indices of the flattened slots that hold a target (``tgt >= 0``), in order.
+
+    ``n`` is their number when the host knows it (the trainer's counts): then no device sync.
+    """
+    valid = tgt.reshape(-1) >= 0
+    if n is None:
+        n = int(valid.sum())
+    return torch.argsort((~valid).to(torch.int8), stable=True)[:n]
+
+
 def _next_in_domain(items: np.ndarray, in_dom: np.ndarray) -> np.ndarray:
     """For every position t, the first item after t that is in the domain (-1 if none)."""
     out = np.full(len(items), -1, dtype=np.int64)

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hafvt.config import Config, modality_weights
-from hafvt.data.batches import VIEW_INDEX
+from hafvt.data.batches import VIEW_INDEX, target_rows
 
 
 class Block(nn.Module):
@@ -82,6 +82,18 @@ class Encoder(nn.Module):
         return self.ln(x), weights
 
 
+def softmax_nll(q: torch.Tensor, E: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """-log softmax(q E^T)[target] per row, without a log-softmax copy of the (rows x items) scores.
+
+    The scores stay in the matmul's dtype (bf16 under autocast); the log-sum-exp reduces them in
+    float32. Compiled (``cfg.compile``), the reduction and its backward are single fused passes.
+    """
+    logits = q @ E.T
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    return torch.logsumexp(logits.float(), dim=-1) - (q.float() * E[target].float()).sum(-1)
+
+
 class HAFVT(nn.Module):
     """The model of both papers; ``cfg.modalities`` and ``cfg.views`` select the Table 4 row."""
 
@@ -109,6 +121,9 @@ class HAFVT(nn.Module):
                 dims[m] = t.shape[1]
         self.enc = nn.ModuleDict({f"{v}_{m}": Encoder(dims[m], cfg) for v in self.views for m in self.modalities})
         self.inv_tau = 1.0 / cfg.temperature
+        self.softmax_nll = softmax_nll
+        if cfg.compile and torch.cuda.is_available():
+            self.softmax_nll = torch.compile(softmax_nll, dynamic=True)
 
     # ------------------------------------------------------------------ pieces of the equations
     def table(self, m: str) -> torch.Tensor:
@@ -126,11 +141,19 @@ class HAFVT(nn.Module):
             return H[:, -1]
         return H[torch.arange(len(H), device=H.device), batch["last"][:, VIEW_INDEX[v]]]
 
+    def item_rows(self, m: str) -> torch.Tensor:
+        """E_m with unit rows (the frozen tables are normalised once, at construction)."""
+        E = self.table(m)[: self.n_items]
+        return F.normalize(E, dim=-1) if m == "id" else E
+
+    def query(self, h: torch.Tensor) -> torch.Tensor:
+        """h / (||h|| tau): the cosine of eq. (2) with the temperature folded into the query."""
+        return F.normalize(h, dim=-1) * self.inv_tau
+
     def sim(self, h: torch.Tensor, m: str) -> torch.Tensor:
         """Sim(h, E_m) / tau over every item, eq. (2)."""
-        E = self.table(m)[: self.n_items]
-        E = F.normalize(E, dim=-1) if m == "id" else E  # the frozen tables are normalised once
-        return (F.normalize(h, dim=-1) @ E.to(h.dtype).T) * self.inv_tau
+        E = self.item_rows(m)
+        return self.query(h) @ E.to(h.dtype).T
 
     def domain_mask(self, v: str, device) -> torch.Tensor | None:
         """With ``view_softmax='domain'``, S^X scores only X items and S^Y only Y items."""
@@ -146,7 +169,8 @@ class HAFVT(nn.Module):
 
     def view_log_prob(self, h: dict[str, torch.Tensor], v: str, target: torch.Tensor) -> torch.Tensor:
         """log P^V(target), P^V the modality mixture of eq. (7), computed stably in log space."""
-        terms = [math.log(self.w[m]) - F.cross_entropy(self.logits(h[m], v, m), target, reduction="none")
+        mask = self.domain_mask(v, target.device)
+        terms = [math.log(self.w[m]) - self.softmax_nll(self.query(h[m]), self.item_rows(m), target, mask)
                  for m in self.modalities]
         return torch.logsumexp(torch.stack(terms), 0)
 
@@ -178,10 +202,8 @@ class HAFVT(nn.Module):
         segments = []  # (view, rows of the flattened (B*L) slots, their targets)
         for v in self.views:
             tgt = batch["tgt"][:, VIEW_INDEX[v]].reshape(-1)
-            valid = tgt >= 0
-            n = counts[v] if counts is not None else int(valid.sum())
-            if n:
-                rows = torch.argsort((~valid).to(torch.int8), stable=True)[:n]
+            rows = target_rows(tgt, None if counts is None else counts[v])
+            if len(rows):
                 segments.append((v, rows, tgt[rows]))
         groups = [segments] if self.cfg.view_softmax == "all" else [[seg] for seg in segments]
         weight, total = self.view_weights(), 0.0

@@ -9,30 +9,20 @@ every item from the last slot, which always holds the newest history item (views
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hafvt.config import Config
-from hafvt.data.batches import VIEW_INDEX
+from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
 
 XY = VIEW_INDEX["xy"]
 
 
-def target_rows(tgt: torch.Tensor, n: int | None) -> torch.Tensor:
-    """Indices of the flattened slots that hold a target (``tgt >= 0``), in order.
-
-    ``n`` is their number when the host knows it (the trainer's ``counts``): then no device sync.
-    """
-    flat = tgt.reshape(-1)
-    valid = flat >= 0
-    if n is None:
-        n = int(valid.sum())
-    return torch.argsort((~valid).to(torch.int8), stable=True)[:n]
-
-
-class NextItemModel(nn.Module):
+class NextItemModel(nn.Module, ABC):
     """Base of the single-sequence baselines (GRU4Rec, SASRec, SR-GNN)."""
 
     views = ("xy",)
@@ -46,8 +36,9 @@ class NextItemModel(nn.Module):
         with torch.no_grad():
             self.E.weight[self.n_items].zero_()
 
-    def hidden_states(self, batch: dict) -> torch.Tensor:  # (B, L, d)
-        raise NotImplementedError
+    @abstractmethod
+    def hidden_states(self, batch: dict) -> torch.Tensor:
+        """One hidden state per slot of the merged view, (B, L, d)."""
 
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h (n, d) -> scores of every item (n, |X|+|Y|)."""

@@ -1,0 +1,410 @@
+"""Tables 2, 3 and 4 of the papers, re-run: every row, every seed, one command.
+
+``reproduce_table`` trains each row of a table (a config in ``configs/``) for each seed through
+``hafvt.train.run`` into ``OUT/runs/<row>/seed<k>/`` (a run whose ``results.json`` exists is
+skipped, so an interrupted table resumes), then writes ``OUT/table<k>.json``, ``.md`` and ``.tex``:
+- per row and domain MRR, NDCG@5, NDCG@10 (x100) as mean ± std over seeds, sampled (999
+  negatives) and full-ranking columns, under the configs' tie policy (C2DSR's: ties go to the
+  target) and, for every row, under average-rank ties (the fair one for count-based rows);
+- the papers' numbers (``paper_numbers.json``) in their own, marked columns and rows;
+- a paired test of the best row against the best baseline over per-line reciprocal ranks;
+- a cold-item slice: metrics by how often the target item occurs in training;
+- the data label (``scenario_kind``), links to every run's results, and provenance.
+Tables 2 and 3 run the same rows; the number picks the quoted scenario (Food-Kitchen or
+Movie-Book). Table 4 is the ablation (Movie MRR in the papers), with popularity as the floor.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from hafvt.io import atomic_write_json, atomic_write_text
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.json"
+MAIN_ROWS = ["popularity", "transitions", "gru4rec", "sasrec", "srgnn", "c2dsr", "ifcdsr", "hafvt"]
+TABLE_ROWS = {2: MAIN_ROWS, 3: MAIN_ROWS,
+              4: ["popularity", "id-merged", "id-img-merged", "id-txt-merged", "id-txt-hier", "ifcdsr", "hafvt"]}
+# Rows the papers propose; everything else in a table is a baseline (Table 4: the original framework).
+PROPOSED = {2: {"ifcdsr", "hafvt"}, 3: {"ifcdsr", "hafvt"},
+            4: {"id-img-merged", "id-txt-merged", "id-txt-hier", "ifcdsr", "hafvt"}}
+COUNT_BASED = {"popularity", "transitions"}
+QUOTED_SCENARIO = {2: "Food-Kitchen", 3: "Movie-Book", 4: "Movie-Book"}
+DOMAIN_NAMES = {"Food-Kitchen": ("Food", "Kitchen"), "Movie-Book": ("Movie", "Book")}
+# our row -> (paper, row name in paper_numbers.json) of the quoted number beside it
+QUOTED_ROW = {
+    2: {"gru4rec": ("haf-vt", "GRU4Rec"), "sasrec": ("haf-vt", "SASRec"), "srgnn": ("haf-vt", "SR-GNN"),
+        "ifcdsr": ("ifcdsr", "IFCDSR"), "hafvt": ("haf-vt", "HAF-VT")},
+    4: {"id-merged": ("haf-vt", "original framework"), "id-img-merged": ("haf-vt", "+ visual fusion"),
+        "id-txt-merged": ("haf-vt", "+ textual fusion"), "id-txt-hier": ("haf-vt", "+ textual fusion + hierarchical attention"),
+        "ifcdsr": ("haf-vt", "+ visual fusion + hierarchical attention"),
+        "hafvt": ("haf-vt", "+ textual + visual fusion + hierarchical attention")},
+}
+QUOTED_ROW[3] = QUOTED_ROW[2]
+METRICS = ("mrr", "ndcg@5", "ndcg@10")
+KINDS = ("sampled", "full")
+DOMAINS = ("X", "Y")
+COLD_BUCKETS = ((0, 0, "0"), (1, 4, "1-4"), (5, 19, "5-19"), (20, math.inf, "20+"))
+
+
+# --------------------------------------------------------------------------- quoted numbers
+
+
+def paper_numbers(table: int | None = None) -> list[dict]:
+    """The papers' printed numbers (percent), all quoted, optionally of one table."""
+    rows = json.loads(PAPER_NUMBERS.read_text())["numbers"]
+    return [r for r in rows if table is None or r["table"] == table]
+
+
+def quoted_value(table: int, paper: str, row: str, side: str, metric: str) -> float | None:
+    for r in paper_numbers(table):
+        if (r["paper"], r["row"], r["side"], r["metric"]) == (paper, row, side, metric):
+            return r["value"]
+    return None
+
+
+def quoted_rows(table: int) -> list[dict]:
+    """One entry per (paper, row): ``{"paper", "row", "quoted": True, "X": {metric: v}, "Y": {...}}``."""
+    out: dict = {}
+    for r in paper_numbers(table):
+        e = out.setdefault((r["paper"], r["row"]), {"paper": r["paper"], "row": r["row"], "quoted": True, "X": {}, "Y": {}})
+        e[r["side"]][r["metric"]] = r["value"]
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------- running
+
+
+def row_config(row: str, epochs: int | None, overrides=()):
+    from hafvt.config import load_config
+
+    path = CONFIGS / f"{row}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown row {row!r}: no {path}")
+    over = list(overrides) + ([f"epochs={epochs}"] if epochs is not None else [])
+    cfg = load_config(path, over)
+    if cfg.name != row:  # an override may not rename a row
+        raise ValueError(f"row {row!r}: config name is {cfg.name!r}")
+    return cfg
+
+
+def run_dir(out: Path, row: str, seed: int) -> Path:
+    return Path(out) / "runs" / row / f"seed{seed}"
+
+
+def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
+                    overrides=(), rows=None, progress: bool = True) -> dict:
+    """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files."""
+    from tqdm.auto import tqdm
+
+    from hafvt.data.c2dsr import read_scenario
+    from hafvt.train import run
+
+    if table not in TABLE_ROWS:
+        raise ValueError(f"table must be one of {sorted(TABLE_ROWS)}, got {table}")
+    if seeds < 1:
+        raise ValueError("seeds must be >= 1")
+    scenario_dir, out = Path(scenario_dir), Path(out)
+    rows = list(rows or TABLE_ROWS[table])
+    cfgs = {row: row_config(row, epochs, overrides) for row in rows}
+    scn = read_scenario(scenario_dir)
+    errors = []
+    jobs = [(row, s) for row in rows for s in range(seeds)]
+    bar = tqdm(jobs, desc=f"table {table}", unit="run", disable=not progress)
+    for row, seed in bar:
+        bar.set_postfix_str(f"{row} seed {seed}")
+        rd = run_dir(out, row, seed)
+        if (rd / "results.json").is_file():
+            continue
+        try:
+            run(scenario_dir, cfgs[row], rd, device=device, seed=seed, progress=False, scenario=scn)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:  # e.g. a row needing an embedding cache
+            errors.append({"row": row, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+            tqdm.write(f"table {table}: {row} seed {seed} failed: {e}", file=sys.stderr)
+    result = build_table(scenario_dir, table, seeds, out, cfgs, scn, errors, device)
+    write_table(out, result)
+    return result
+
+
+def load_table(out, table: int) -> dict:
+    """The table file written by ``reproduce_table``."""
+    path = Path(out) / f"table{table}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no table file; run `hafvt reproduce DIR --table {table} --out {out}`")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def _stats(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=np.float64) * 100.0
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
+
+
+def _aggregate(results: list[dict], key: str) -> dict:
+    return {kind: {d: {m: _stats([r[key][kind][d][m] for r in results]) for m in METRICS} for d in DOMAINS} for kind in KINDS}
+
+
+def _load_ranks(out: Path, row: str, seeds: list[int]) -> list[dict]:
+    ranks = []
+    for s in seeds:
+        with np.load(run_dir(out, row, s) / "test_ranks.npz") as z:
+            ranks.append({k: z[k] for k in z.files})
+    return ranks
+
+
+def _mean_rr(ranks: list[dict], key: str) -> np.ndarray:
+    return np.mean([1.0 / r[key] for r in ranks], axis=0)
+
+
+def paired_test(out: Path, rows: list[dict], proposed: set) -> dict:
+    """Best row vs best baseline, per domain, over per-line reciprocal ranks (averaged over seeds).
+
+    'Best' = highest mean sampled MRR with average-rank ties. The first row is the best proposed
+    row when the table has one (else the best row), the second the best other baseline.
+    """
+    from scipy import stats
+
+    done = [r for r in rows if r["seeds_done"]]
+    out_d = {"tests": "Wilcoxon signed-rank (two-sided, zero differences dropped) and paired t-test (two-sided), scipy.stats",
+             "unit": "per test line reciprocal rank, averaged over the seeds of each row; average-rank ties",
+             "domains": {}}
+    for d in DOMAINS:
+        score = lambda r: r["metrics_average_ties"]["sampled"][d]["mrr"]["mean"]  # noqa: E731
+        best_overall = max(done, key=score, default=None)
+        cand = [r for r in done if r["row"] in proposed] or done
+        a = max(cand, key=score, default=None)
+        bases = [r for r in done if r["row"] not in proposed and a is not None and r["row"] != a["row"]]
+        b = max(bases, key=score, default=None)
+        if a is None or b is None:
+            out_d["domains"][d] = {"skipped": "needs two finished rows, one of them a baseline"}
+            continue
+        entry = {"best_row": best_overall["row"], "row_a": a["row"], "row_b_best_baseline": b["row"]}
+        ra, rb = _load_ranks(out, a["row"], a["seeds"]), _load_ranks(out, b["row"], b["seeds"])
+        dom = ra[0]["domain"] == (0 if d == "X" else 1)
+        for kind in KINDS:
+            x = _mean_rr(ra, f"{kind}_average")[dom]
+            y = _mean_rr(rb, f"{kind}_average")[dom]
+            res = {"n": int(dom.sum()), "mrr_a": 100 * float(x.mean()), "mrr_b": 100 * float(y.mean()),
+                   "mean_difference": 100 * float((x - y).mean())}
+            try:
+                w = stats.wilcoxon(x, y)
+                res["wilcoxon"] = {"statistic": float(w.statistic), "p": float(w.pvalue)}
+            except ValueError as e:  # e.g. every difference is zero
+                res["wilcoxon"] = {"statistic": None, "p": None, "note": str(e)}
+            t = stats.ttest_rel(x, y)
+            res["t_test"] = {"statistic": float(t.statistic), "p": float(t.pvalue)}
+            entry[kind] = res
+        out_d["domains"][d] = entry
+    return out_d
+
+
+def cold_slice(out: Path, rows: list[dict], train_items: np.ndarray, test_targets: np.ndarray, n_items: int) -> dict:
+    """MRR and NDCG@10 (x100, average-rank ties, mean over seeds) by the target's training frequency."""
+    freq = np.bincount(np.asarray(train_items), minlength=n_items)[np.asarray(test_targets)]
+    buckets = {label: (freq >= lo) & (freq <= hi) for lo, hi, label in COLD_BUCKETS}
+    res = {"unit": "percent; average-rank ties; mean over seeds", "bucket_by": "occurrences of the target item in the train split",
+           "rows": {}}
+    counts = None
+    for r in rows:
+        if not r["seeds_done"]:
+            continue
+        ranks = _load_ranks(out, r["row"], r["seeds"])
+        dom = ranks[0]["domain"]
+        counts = {d: {b: int((m & (dom == i)).sum()) for b, m in buckets.items()} for i, d in enumerate(DOMAINS)}
+        entry = {}
+        for kind in KINDS:
+            rk = np.stack([z[f"{kind}_average"] for z in ranks])  # (seeds, lines)
+            entry[kind] = {}
+            for i, d in enumerate(DOMAINS):
+                entry[kind][d] = {}
+                for b, m in buckets.items():
+                    sel = m & (dom == i)
+                    if not sel.any():
+                        entry[kind][d][b] = {"mrr": None, "ndcg@10": None}
+                        continue
+                    x = rk[:, sel]
+                    ndcg = np.where(x <= 10, 1.0 / np.log2(x + 1.0), 0.0)
+                    entry[kind][d][b] = {"mrr": 100 * float((1.0 / x).mean()), "ndcg@10": 100 * float(ndcg.mean())}
+        res["rows"][r["row"]] = entry
+    res["n_lines"] = counts
+    return res
+
+
+def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dict, scn, errors: list, device: str) -> dict:
+    from hafvt.data.c2dsr import data_hash
+    from hafvt.data.labels import scenario_kind
+    from hafvt.provenance import git_commit, versions
+
+    kind = scenario_kind(scenario_dir)
+    quoted_scn = QUOTED_SCENARIO[table]
+    names = DOMAIN_NAMES[quoted_scn]
+    rows = []
+    for row, cfg in cfgs.items():
+        done = [s for s in range(seeds) if (run_dir(out, row, s) / "results.json").is_file()]
+        results = [json.loads((run_dir(out, row, s) / "results.json").read_text()) for s in done]
+        entry = {"row": row, "role": "proposed" if row in PROPOSED[table] else "baseline",
+                 "count_based": row in COUNT_BASED, "config": f"configs/{row}.yaml", "config_hash": cfg.hash(),
+                 "tie": cfg.tie, "seeds": done, "seeds_done": len(done),
+                 "runs": [str(run_dir(Path("."), row, s) / "results.json") for s in done],
+                 "errors": [e["error"] for e in errors if e["row"] == row]}
+        if results:
+            entry["metrics"] = _aggregate(results, "metrics")
+            entry["metrics_average_ties"] = _aggregate(results, "metrics_average_ties")
+            entry["seconds_per_run"] = float(np.mean([r["seconds"] for r in results]))
+            entry["devices"] = sorted({r["provenance"]["device"] for r in results})
+        q = QUOTED_ROW[table].get(row)
+        entry["quoted"] = None if q is None else {
+            "paper": q[0], "row": q[1], "quoted": True,
+            **{d: {m: quoted_value(table, q[0], q[1], d, m) for m in METRICS} for d in DOMAINS}}
+        rows.append(entry)
+    result = {
+        "table": table,
+        "scenario": str(scenario_dir),
+        "data_kind": kind["kind"],
+        "label": kind["label"],
+        "comparable_with_paper": kind["kind"] == "benchmark",
+        "quoted_scenario": quoted_scn,
+        "domains": {"X": names[0], "Y": names[1]},
+        "unit": "percent (x100), mean ± std over seeds (sample std, ddof=1; 0 with one seed)",
+        "tie": {"columns": "the configs' tie policy ('target' = C2DSR's rule: a tied negative ranks below the target)",
+                "average_ties": "every row is also reported with average-rank ties (metrics_average_ties); "
+                                "count-based rows are shown with them in the Markdown/LaTeX (PROTOCOL.md, 'Ties')"},
+        "sampled": "target + 999 negatives from the target's domain, drawn once with the candidate seed (C2DSR protocol)",
+        "full": "target ranked against every item of its domain",
+        "rows": rows,
+        "quoted": quoted_rows(table),
+        "errors": errors,
+    }
+    proposed = PROPOSED[table]
+    result["paired_test"] = paired_test(out, rows, proposed)
+    result["cold_items"] = cold_slice(out, rows, scn.split("train").items, scn.split("test").targets, scn.n_items)
+    result["provenance"] = {**git_commit(), "seeds": list(range(seeds)), "data_hash": data_hash(scenario_dir),
+                            "config_hashes": {r: c.hash() for r, c in cfgs.items()}, "device": device,
+                            "versions": versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "command": " ".join(sys.argv)}
+    return result
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_table(out: Path, t: dict) -> None:
+    k = t["table"]
+    atomic_write_json(Path(out) / f"table{k}.json", t)
+    atomic_write_text(Path(out) / f"table{k}.md", to_markdown(t))
+    atomic_write_text(Path(out) / f"table{k}.tex", to_latex(t))
+
+
+def _pm(s: dict | None, tex: bool = False) -> str:
+    if s is None:
+        return "–"
+    return f"${s['mean']:.2f} \\pm {s['std']:.2f}$" if tex else f"{s['mean']:.2f} ± {s['std']:.2f}"
+
+
+def _q(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _header(t: dict) -> list[str]:
+    X, Y = t["domains"]["X"], t["domains"]["Y"]
+    return [f"{X} MRR", f"{X} NDCG@5", f"{X} NDCG@10", f"{Y} MRR", f"{Y} NDCG@5", f"{Y} NDCG@10"]
+
+
+def _cells(m: dict, tex: bool = False) -> list[str]:
+    return [_pm(m[d][x], tex) for d in DOMAINS for x in METRICS]
+
+
+def to_markdown(t: dict) -> str:
+    X, Y = t["domains"]["X"], t["domains"]["Y"]
+    L = [f"# Table {t['table']} re-run ({'Food-Kitchen' if t['table'] == 2 else 'Movie-Book'} in the papers)", ""]
+    L.append(f"**Data:** `{t['scenario']}` — {t['label']}"
+             + ("" if t["comparable_with_paper"] else " — **not comparable with the paper's numbers**"))
+    L.append(f"Domains: X = {X}, Y = {Y} (the paper's names for the quoted scenario). {t['unit']}.")
+    L.append("Ties: columns use each config's tie policy (C2DSR's rule: ties go to the target); "
+             "count-based rows (popularity, transitions) are shown again with average-rank ties.")
+    L.append("")
+    hdr = _header(t)
+    for kind, title in (("sampled", "Sampled ranking (target + 999 negatives)"), ("full", "Full ranking (every item of the domain)")):
+        L += [f"## {title}", "", "| row | role | seeds | " + " | ".join(hdr) + (f" | {X} MRR [paper, quoted] | {Y} MRR [paper, quoted] |" if kind == "sampled" else " |"),
+              "|" + "---|" * (3 + len(hdr) + (2 if kind == "sampled" else 0))]
+        for r in t["rows"]:
+            if not r["seeds_done"]:
+                L.append(f"| {r['row']} | {r['role']} | 0 | " + " | ".join(["failed" if r["errors"] else "–"] * len(hdr)) + (" | – | – |" if kind == "sampled" else " |"))
+                continue
+            rowcells = [r["row"] + (" (ties: " + r["tie"] + ")" if r["count_based"] else ""), r["role"], str(r["seeds_done"])] + _cells(r["metrics"][kind])
+            if kind == "sampled":
+                q = r["quoted"]
+                rowcells += [_q(q and q["X"]["mrr"]), _q(q and q["Y"]["mrr"])]
+            L.append("| " + " | ".join(rowcells) + " |")
+            if r["count_based"]:
+                L.append("| " + " | ".join([f"{r['row']} (average-rank ties)", r["role"], str(r["seeds_done"])] + _cells(r["metrics_average_ties"][kind])
+                                          + (["–", "–"] if kind == "sampled" else [])) + " |")
+        L.append("")
+    L += ["## Quoted from the papers (not re-run; the papers' data and protocol)", "",
+          "| paper | row [quoted] | " + " | ".join(hdr) + " |", "|" + "---|" * (2 + len(hdr))]
+    for q in t["quoted"]:
+        L.append(f"| {q['paper']} | {q['row']} | " + " | ".join(_q(q[d].get(m)) for d in DOMAINS for m in METRICS) + " |")
+    L += ["", "## Paired test: best row vs best baseline", "", t["paired_test"]["tests"] + "; " + t["paired_test"]["unit"] + ".", ""]
+    L += ["| domain | ranking | row A | row B (best baseline) | n | MRR A | MRR B | diff | Wilcoxon p | t-test p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for d, e in t["paired_test"]["domains"].items():
+        if "skipped" in e:
+            L.append(f"| {d} | – | {e['skipped']} | | | | | | | |")
+            continue
+        for kind in KINDS:
+            x = e[kind]
+            wp = x["wilcoxon"]["p"]
+            L.append(f"| {d} | {kind} | {e['row_a']} | {e['row_b_best_baseline']} | {x['n']} | {x['mrr_a']:.2f} | {x['mrr_b']:.2f} | "
+                     f"{x['mean_difference']:+.2f} | {'–' if wp is None else f'{wp:.3g}'} | {x['t_test']['p']:.3g} |")
+    c = t["cold_items"]
+    L += ["", "## Cold items: sampled MRR by the target's training frequency", "", f"{c['unit']}; bucket by {c['bucket_by']}.", ""]
+    labels = [b[2] for b in COLD_BUCKETS]
+    if c["n_lines"]:
+        L.append("| row | " + " | ".join(f"{d} {b}" for d in DOMAINS for b in labels) + " |")
+        L.append("|" + "---|" * (1 + 2 * len(labels)))
+        L.append("| *test lines* | " + " | ".join(str(c["n_lines"][d][b]) for d in DOMAINS for b in labels) + " |")
+        for row, e in c["rows"].items():
+            L.append(f"| {row} | " + " | ".join(_q(e["sampled"][d][b]["mrr"]) for d in DOMAINS for b in labels) + " |")
+    L += ["", "## Runs", ""]
+    for r in t["rows"]:
+        links = ", ".join(f"[seed {s}]({p})" for s, p in zip(r["seeds"], r["runs"]))
+        L.append(f"- {r['row']} (`{r['config']}`, config hash `{r['config_hash']}`): {links or 'none finished'}"
+                 + (f" — errors: {'; '.join(r['errors'])}" if r["errors"] else ""))
+    p = t["provenance"]
+    L += ["", "## Provenance", "", f"commit `{p['commit']}`{' (uncommitted changes)' if p['dirty'] else ''}; seeds {p['seeds']}; "
+          f"data hash `{p['data_hash'][:16]}`; device {p['device']}; created {p['created']}.", ""]
+    return "\n".join(L)
+
+
+def _tex(s: str) -> str:
+    return s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&").replace("#", "\\#")
+
+
+def to_latex(t: dict) -> str:
+    X, Y = t["domains"]["X"], t["domains"]["Y"]
+    out = [f"% Table {t['table']} re-run: {_tex(t['label'])}" + ("" if t["comparable_with_paper"] else " -- not comparable with the paper"),
+           "% mean $\\pm$ std over seeds, x100; ties: config policy (C2DSR rule), count-based rows also with average-rank ties"]
+    for kind in KINDS:
+        out += ["\\begin{table}[t]", "\\centering", "\\small",
+                f"\\caption{{Table {t['table']} re-run, {kind} ranking ({_tex(t['label'])}"
+                + ("" if t["comparable_with_paper"] else "; not comparable with the paper") + "). Quoted rows are the papers' numbers.}",
+                "\\begin{tabular}{l" + "c" * 6 + "}", "\\toprule",
+                f"Model & MRR ({X}) & NDCG@5 & NDCG@10 & MRR ({Y}) & NDCG@5 & NDCG@10 \\\\", "\\midrule"]
+        for r in t["rows"]:
+            if not r["seeds_done"]:
+                continue
+            out.append(_tex(r["row"]) + " & " + " & ".join(_cells(r["metrics"][kind], tex=True)) + " \\\\")
+            if r["count_based"]:
+                out.append(_tex(r["row"]) + " (avg.\\ ties) & " + " & ".join(_cells(r["metrics_average_ties"][kind], tex=True)) + " \\\\")
+        if kind == "sampled":
+            out += ["\\midrule", f"\\multicolumn{{7}}{{l}}{{\\textit{{Quoted from the papers ({QUOTED_SCENARIO[t['table']]}), not re-run}}}} \\\\"]
+            for q in t["quoted"]:
+                out.append(f"\\textit{{{_tex(q['row'])} [{q['paper']}, quoted]}} & " + " & ".join(_q(q[d].get(m)) for d in DOMAINS for m in METRICS) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out).replace("–", "--")

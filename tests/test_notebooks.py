@@ -1,0 +1,94 @@
+"""Static checks of the book's notebooks and pages (nbval executes them: `pytest --nbval-lax notebooks`)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ["01_dataset_statistics", "02_clip_embedding", "03_training", "04_main_results", "05_ablation", "06_attention"]
+SOURCES = [REPO / "notebooks" / f"{n}.ipynb" for n in NAMES]
+
+
+def parameters_cells(nb):
+    return [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+
+
+def parameter_names(nb) -> set[str]:
+    src = nb.cells[parameters_cells(nb)[0]].source
+    return {line.split("=", 1)[0].strip() for line in src.splitlines() if "=" in line and not line.lstrip().startswith("#")}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=NAMES)
+def test_one_parameters_cell_then_derived(path):
+    nb = nbformat.read(path, as_version=4)
+    idx = parameters_cells(nb)
+    assert len(idx) == 1, f"{path.name}: {len(idx)} cells tagged 'parameters'"
+    nxt = nb.cells[idx[0] + 1]
+    assert nxt.cell_type == "code" and "smoke_from_env(smoke)" in nxt.source, "derived values belong in the next cell"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "source notebooks are committed unexecuted"
+    assert {"scenario", "device", "epochs", "seeds", "smoke"} <= parameter_names(nb)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=NAMES)
+def test_papermill_reads_every_parameter(path):
+    from papermill.inspection import inspect_notebook
+
+    nb = nbformat.read(path, as_version=4)
+    assert set(inspect_notebook(str(path))) == parameter_names(nb), "papermill could not parse some parameter lines"
+
+
+@pytest.mark.parametrize("target", ["demo", "fk-mini", "full"])
+def test_parameter_files_name_only_known_parameters(target):
+    params = yaml.safe_load((REPO / "notebooks" / "params" / f"{target}.yaml").read_text())
+    for path in SOURCES:
+        unknown = set(params) - parameter_names(nbformat.read(path, as_version=4))
+        assert not unknown, f"{target}.yaml sets {unknown}, unknown to {path.name}"
+
+
+def test_sources_match_their_generator(tmp_path):
+    """notebooks/*.ipynb are written by notebooks/generate.py; an edit to one without the other is drift."""
+    code = (REPO / "notebooks" / "generate.py").read_text()
+    gen = tmp_path / "generate.py"
+    gen.write_text(code)
+    subprocess.run([sys.executable, str(gen)], check=True, capture_output=True)
+    for name in NAMES:
+        assert json.loads((tmp_path / f"{name}.ipynb").read_text()) == json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text()), \
+            f"notebooks/{name}.ipynb differs from notebooks/generate.py: run `make nbgen`"
+
+
+def test_decisions_page_is_current():
+    from hafvt.book import write_decisions
+
+    assert write_decisions(REPO / "book" / "decisions.md", check=True), \
+        "book/decisions.md is out of date with hafvt/config.py: run `python -m hafvt.book decisions book/decisions.md`"
+
+
+def test_executed_pages_are_the_demo_and_carry_widget_state():
+    """The committed pages of the book: executed by papermill with the demo parameters, without errors."""
+    for name in NAMES:
+        path = REPO / "book" / "notebooks" / f"{name}.ipynb"
+        assert path.is_file(), f"{path} missing: run `make notebooks`"
+        nb = nbformat.read(path, as_version=4)
+        pm = nb.metadata.get("papermill", {})
+        assert pm.get("parameters", {}).get("target") == "demo", f"{name}: not executed with notebooks/params/demo.yaml"
+        assert not pm.get("parameters", {}).get("smoke"), f"{name}: executed in smoke mode"
+        assert pm.get("exception") in (None, False), f"{name}: papermill recorded an exception"
+        for c in nb.cells:
+            for o in c.get("outputs", []):
+                assert o.get("output_type") != "error", f"{name}: a cell raised {o.get('ename')}"
+    state = nbformat.read(REPO / "book" / "notebooks" / "06_attention.ipynb", as_version=4).metadata["widgets"]
+    models = state["application/vnd.jupyter.widget-state+json"]["state"]
+    assert any(m["model_name"] == "HTMLModel" and "hafvt-explorer" in m["state"].get("value", "") for m in models.values())
+
+
+def test_demo_numbers_are_labelled():
+    """Every executed page says which data its numbers come from."""
+    for name in NAMES:
+        text = (REPO / "book" / "notebooks" / f"{name}.ipynb").read_text()
+        assert "hafvt-banner" in text and "not comparable with the papers" in text, f"{name}: no data label"

@@ -1,0 +1,84 @@
+"""``hafvt reproduce``: table files, mean ± std over seeds, quoted columns, resume, paired test, cold slice."""
+import json
+
+import pytest
+import torch
+
+import hafvt.train as train_mod
+from hafvt.cli import main as cli
+from hafvt.reproduce import TABLE_ROWS, load_table, paper_numbers, reproduce_table
+from helpers import tiny_demo
+
+ROWS = "popularity,transitions,sasrec"
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    d = tiny_demo(tmp_path_factory.mktemp("demo"))
+    out = tmp_path_factory.mktemp("repro") / "t2"
+    rc = cli(["reproduce", str(d), "--table", "2", "--seeds", "2", "--epochs", "1", "--rows", ROWS,
+              "--set", "hidden=16", "--set", "n_neg=99", "--quiet", "--out", str(out)])
+    torch.set_num_threads(before)
+    assert rc == 0
+    return d, out
+
+
+def test_table_files_and_mean_std(table):
+    d, out = table
+    for ext in ("json", "md", "tex"):
+        assert (out / f"table2.{ext}").is_file()
+    t = load_table(out, 2)
+    assert [r["row"] for r in t["rows"]] == ROWS.split(",")
+    assert t["data_kind"] == "demo" and not t["comparable_with_paper"]
+    for r in t["rows"]:
+        assert r["seeds"] == [0, 1] and len(r["runs"]) == 2 and (out / r["runs"][0]).is_file()
+        for kind in ("sampled", "full"):
+            s = r["metrics"][kind]["X"]["mrr"]
+            vals = [json.loads((out / p).read_text())["metrics"][kind]["X"]["mrr"] * 100 for p in r["runs"]]
+            assert s["values"] == pytest.approx(vals) and s["mean"] == pytest.approx(sum(vals) / 2)
+            assert s["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+        assert "metrics_average_ties" in r
+    md = (out / "table2.md").read_text()
+    assert "± " in md and "not comparable" in md and "average-rank ties" in md and "[paper, quoted]" in md
+    assert "quoted" in (out / "table2.tex").read_text()
+
+
+def test_quoted_numbers_are_marked_and_complete(table):
+    t = load_table(table[1], 2)
+    assert all(q["quoted"] for q in t["quoted"])
+    sas = next(r for r in t["rows"] if r["row"] == "sasrec")
+    assert sas["quoted"]["quoted"] and sas["quoted"]["X"]["mrr"] == 7.30
+    n = {k: len(paper_numbers(k)) for k in (2, 3, 4)}
+    assert n == {2: 72, 3: 84, 4: 9}  # 6 rows x 6 per paper; 7 x 6; HAF-VT 6 + IFCDSR 3 ablation rows
+    assert sorted(r["value"] for r in paper_numbers(4) if r["paper"] == "ifcdsr") == [5.03, 5.63, 6.08]
+    assert len(TABLE_ROWS[4]) == 7
+
+
+def test_paired_test_and_cold_slice(table):
+    t = load_table(table[1], 2)
+    pt = t["paired_test"]
+    assert "Wilcoxon" in pt["tests"] and "t-test" in pt["tests"]
+    for d in ("X", "Y"):
+        e = pt["domains"][d]
+        assert e["row_b_best_baseline"] != e["row_a"]
+        assert 0 <= e["sampled"]["t_test"]["p"] <= 1 or e["sampled"]["t_test"]["p"] != e["sampled"]["t_test"]["p"]
+    c = t["cold_items"]
+    assert set(c["rows"]) == set(ROWS.split(","))
+    assert set(c["rows"]["sasrec"]["sampled"]["X"]) == {"0", "1-4", "5-19", "20+"}
+    from hafvt.data.c2dsr import read_scenario
+
+    n_test = len(read_scenario(table[0]).test)
+    assert sum(c["n_lines"]["X"].values()) + sum(c["n_lines"]["Y"].values()) == n_test
+
+def test_resume_skips_finished_runs(table, monkeypatch):
+    d, out = table
+    calls = []
+    monkeypatch.setattr(train_mod, "run", lambda *a, **k: calls.append(a))
+    t = reproduce_table(d, 2, 2, out, epochs=1, overrides=["hidden=16", "n_neg=99"], rows=ROWS.split(","), progress=False)
+    assert calls == [] and all(r["seeds_done"] == 2 for r in t["rows"])
+    # a third seed runs only the missing runs
+    monkeypatch.undo()
+    t = reproduce_table(d, 2, 3, out, epochs=1, overrides=["hidden=16", "n_neg=99"], rows=["popularity"], progress=False)
+    assert t["rows"][0]["seeds"] == [0, 1, 2]
