@@ -58,6 +58,7 @@ def main() -> None:
     args = ap.parse_args()
 
     dev = torch.device(args.device)
+    torch.set_flush_denormal(True)  # as hafvt.train.run does on CPU
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     scn_dir = args.scenario or write_demo(Path(tempfile.mkdtemp()) / f"demo-{args.size}", size=args.size, seed=0, images=False)
     scn = read_scenario(scn_dir)

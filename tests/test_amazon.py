@@ -175,7 +175,7 @@ def test_catalogue_errors_name_file_and_line(tmp_path):
 
 
 def test_cli_build_and_attach(tmp_path, capsys):
-    from hafvt.commands.embed import main
+    from hafvt.cli import main
 
     paths = write_fixture(tmp_path)
     args = ["catalogue", "build", str(tmp_path / "cli"), "--reviews-x", str(paths["reviews_x"]), "--meta-x",

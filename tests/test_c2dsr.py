@@ -1,8 +1,6 @@
 """Reading, validating and writing the C2DSR benchmark files."""
 import json
-import shutil
 
-import numpy as np
 import pytest
 
 from hafvt.cli import main as cli

@@ -144,7 +144,7 @@ def test_demo_encoder_then_torchrun_two_gloo_processes(tmp_path):
     one = load_embeddings(tmp_path, embed_scenario(tmp_path, "hafvt-test-demo", str(ckpt), name="one", **OPTS).name)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "hafvt.commands.embed", "embed", str(tmp_path), "--model", "hafvt-test-demo",
+           "-m", "hafvt.cli", "embed", str(tmp_path), "--model", "hafvt-test-demo",
            "--pretrained", str(ckpt), "--name", "two", "--device", "cpu", "--batch-size", "4",
            "--workers", "0", "--shard-size", "3"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -157,7 +157,7 @@ def test_demo_encoder_then_torchrun_two_gloo_processes(tmp_path):
 
 
 def test_cli_embed_without_weights_exits_2(tmp_path, capsys):
-    from hafvt.commands.embed import main
+    from hafvt.cli import main
 
     make_scenario(tmp_path)
     args = ["embed", str(tmp_path), "--model", "ViT-B-32", "--pretrained", "openai", "--weights-dir", str(tmp_path / "w")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def cmd_catalogue_build(args) -> int:
@@ -125,19 +124,3 @@ def register(sub) -> None:
     p.add_argument("--embed", action="store_true", help="then embed DIR through the checkpoint route")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_demo_encoder)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run these sub-commands alone (``python -m hafvt.commands.embed ...``, e.g. under torchrun)."""
-    parser = argparse.ArgumentParser(prog="hafvt")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"hafvt {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

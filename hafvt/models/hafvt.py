@@ -24,62 +24,7 @@ import torch.nn.functional as F
 
 from hafvt.config import Config, modality_weights
 from hafvt.data.batches import VIEW_INDEX, target_rows
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block with causal self-attention (eq. 3) and a feed-forward layer."""
-
-    def __init__(self, d: int, n_heads: int, dropout: float):
-        super().__init__()
-        self.n_heads, self.dropout = n_heads, dropout
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.ff = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
-        B, L, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        if need_weights:  # explicit softmax(QK^T / sqrt(d_k)) so the weights can be shown
-            logits = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-            weights = logits.masked_fill(~allowed, float("-inf")).softmax(-1)
-            a = weights @ v
-        else:
-            weights = None
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
-        x = x + self.drop(self.ff(self.ln2(x)))
-        return x, weights
-
-
-class Encoder(nn.Module):
-    """Attention(F): positional embedding, dropout, blocks, final norm. One per view and modality."""
-
-    def __init__(self, d: int, cfg: Config):
-        super().__init__()
-        self.pos = nn.Embedding(cfg.maxlen + 1, d, padding_idx=0) if cfg.positional == "learned" else None
-        if self.pos is not None:  # on the scale of the item rows, so position does not drown the item
-            nn.init.normal_(self.pos.weight, std=0.02)
-            with torch.no_grad():
-                self.pos.weight[0].zero_()
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
-        self.ln = nn.LayerNorm(d)
-
-    def forward(self, F_seq: torch.Tensor, pos: torch.Tensor, need_weights: bool = False):
-        L = F_seq.shape[1]
-        real = pos > 0
-        causal = torch.ones(L, L, dtype=torch.bool, device=F_seq.device).tril()
-        # a slot attends to earlier real slots and always to itself (no all-masked rows)
-        allowed = (causal & real[:, None, :]) | torch.eye(L, dtype=torch.bool, device=F_seq.device)
-        allowed = allowed[:, None]  # (B, 1, L, L), broadcast over heads
-        x = F_seq + self.pos(pos) if self.pos is not None else F_seq
-        x = self.drop(x) * real[..., None]
-        weights = []
-        for block in self.blocks:
-            x, w = block(x, allowed, need_weights)
-            weights.append(w)
-        return self.ln(x), weights
+from hafvt.models.attention import Encoder
 
 
 def softmax_nll(q: torch.Tensor, E: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -38,7 +38,7 @@ from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX
 from hafvt.data.c2dsr import Scenario
 from hafvt.models.baselines.base import target_rows
-from hafvt.models.baselines.sasrec import SelfAttentionEncoder
+from hafvt.models.attention import Encoder
 from hafvt.models.baselines.transitions import transition_pairs
 
 GNN_LAYERS = 1  # propagation depth of the item graph
@@ -69,7 +69,7 @@ class C2DSR(nn.Module):
         train = scn.split("train")
         a, b = transition_pairs(np.asarray(train.items, dtype=np.int64), np.asarray(train.offsets))
         self.register_buffer("A", normalised_adjacency(a, b, self.n_items), persistent=False)
-        self.enc = nn.ModuleDict({v: SelfAttentionEncoder(self.d, cfg) for v in self.views})
+        self.enc = nn.ModuleDict({v: Encoder(self.d, cfg) for v in self.views})
         self.D = nn.Bilinear(self.d, self.d, 1)
         self.register_buffer("in_y", torch.arange(self.n_items) >= self.n_x, persistent=False)
 
@@ -85,7 +85,7 @@ class C2DSR(nn.Module):
         return torch.cat([T, T.new_zeros(1, self.d)])
 
     def encode(self, T: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, v: str) -> torch.Tensor:
-        return self.enc[v](T[seq], pos)
+        return self.enc[v](T[seq], pos)[0]
 
     def views_H(self, T: torch.Tensor, batch: dict) -> dict:
         return {v: self.encode(T, batch["seq"][:, i], batch["pos"][:, i], v) for v, i in VIEW_INDEX.items()}
