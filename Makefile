@@ -7,10 +7,42 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # pip on this machine lists local wheel folders that may be absent; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
-DEMO ?= build/demo
 PYTEST_ARGS ?=
+T0 := $(shell date +%s)
 
-.PHONY: install test book demo notebooks clean
+# ---- the demo scenario the book is built from (offline, CPU)
+DEMO ?= build/demo
+DEMO_SIZE ?= small
+DEMO_SEED ?= 0
+# The demo's own small open_clip encoder: embedding size e and epochs (the papers' CLIP has e = 512;
+# a smaller e keeps `make book` within minutes on a 2-core CPU).
+DEMO_ENCODER_EPOCHS ?= 24
+DEMO_EMBED_DIM ?= 64
+DEMO_MODEL := hafvt-demo-clip
+DEMO_CKPT := $(DEMO)/encoders/$(DEMO_MODEL)/$(DEMO_MODEL).pt
+DEMO_CACHE := $(DEMO)/embeddings/$(DEMO_MODEL)__$(DEMO_MODEL)
+
+# ---- notebooks: papermill, one parameters file per target (notebooks/params/<target>.yaml)
+TARGET ?= demo
+PARAMS := notebooks/params/$(TARGET).yaml
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+# the demo's executed notebooks are the book's pages; other targets go to build/notebooks/<target>
+NB_OUT := $(if $(filter demo,$(TARGET)),book/notebooks,build/notebooks/$(TARGET))
+RUNS := build/runs/$(TARGET)
+# FRESH=1 (default): retrain every run, so the notebooks show numbers of this code; FRESH=0 reuses finished runs.
+FRESH ?= 1
+REAL_DATA ?= ../shared/data/c2dsr/Food-Kitchen
+# OpenMP threads that sleep instead of spinning when they wait: on a shared 2-core machine, spinning
+# threads of concurrent torch processes slowed epochs 10-20x. Numerics are unchanged.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+# ---- the book (Jupyter Book 1.x; renders the executed notebooks, never executes them)
+BOOK_OUT := build/book
+BOOK_HTML := $(BOOK_OUT)/_build/html
+JB_FLAGS := -W -n --keep-going
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome || true)
+
+.PHONY: install test book demo notebooks html browser clean nbgen
 
 install: $(STAMP)
 
@@ -20,14 +52,61 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[book,test]' 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-* && touch $@
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# `make test`: unit tests, the six notebooks under nbval in smoke mode (notebooks/conftest.py sets
+# HAFVT_SMOKE=1: tiny demo, one epoch, one seed), and the browser test on the book rendered from the
+# committed executed notebooks (a cheap build: no notebook is executed for it).
+test: $(STAMP) html browser
+	HAFVT_BOOK_HTML=$(BOOK_HTML) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests notebooks --nbval-lax
 
-demo: $(STAMP)
-	$(BIN)/hafvt demo $(DEMO) --size small --seed 0
-	$(BIN)/hafvt stats $(DEMO)
+# `make book`: set-up, demo scenario, demo encoder, embeddings, all notebooks through papermill, HTML.
+book: $(STAMP)
+	$(MAKE) --no-print-directory notebooks TARGET=demo
+	$(MAKE) --no-print-directory html
+	@echo "make book: $$(( $$(date +%s) - $(T0) )) s"
+	@echo "The book's index page: $(abspath $(BOOK_HTML))/index.html"
 
-book: demo
+demo: $(DEMO_CACHE)/manifest.json
+
+$(DEMO)/demo.json: | $(STAMP)
+	$(BIN)/hafvt demo $(DEMO) --size $(DEMO_SIZE) --seed $(DEMO_SEED)
+
+$(DEMO_CKPT): $(DEMO)/demo.json
+	$(BIN)/python -m hafvt.book demo-encoder $(DEMO) --epochs $(DEMO_ENCODER_EPOCHS) --embed-dim $(DEMO_EMBED_DIM) --seed $(DEMO_SEED)
+
+$(DEMO_CACHE)/manifest.json: $(DEMO_CKPT)
+	$(BIN)/hafvt embed $(DEMO) --model $(DEMO_MODEL) --pretrained $(DEMO_CKPT) --device cpu --workers 0
+
+build/fk-mini/derived.json: | $(STAMP)
+	@test -d $(REAL_DATA) || { echo "no real data at $(REAL_DATA): set REAL_DATA=/path/to/Food-Kitchen"; exit 2; }
+	$(BIN)/hafvt derive $(REAL_DATA) build/fk-mini --train-from valid --train-fraction 0.9 --seed 0
+
+notebooks: $(STAMP) $(if $(filter demo,$(TARGET)),demo) $(if $(filter fk-mini,$(TARGET)),build/fk-mini/derived.json)
+	@test -f $(PARAMS) || { echo "no parameters file $(PARAMS)"; exit 2; }
+	@if [ "$(FRESH)" = 1 ]; then rm -rf $(RUNS); fi
+	@mkdir -p $(NB_OUT)
+	@for nb in $(NOTEBOOKS); do \
+	  t=$$(date +%s); \
+	  $(BIN)/papermill -k python3 --cwd . -f $(PARAMS) --no-progress-bar --log-level WARNING $$nb $(NB_OUT)/$$(basename $$nb) || exit 1; \
+	  echo "  $$(basename $$nb): $$(( $$(date +%s) - t )) s"; \
+	done
+	@echo "executed notebooks ($(TARGET)) in $(NB_OUT)/, results in $(RUNS)/"
+
+# Render the executed notebooks in book/notebooks/ (fails on any warning).
+html: $(STAMP)
+	$(BIN)/python -m hafvt.book decisions book/decisions.md
+	$(BIN)/jupyter-book build book --config _config.yml $(JB_FLAGS) --path-output $(BOOK_OUT)
+
+# A system Chromium for the browser test; Debian's package when root (as in CI); else the test says how.
+browser:
+	@if [ -z "$(CHROMIUM)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "could not install chromium; the browser test will fail and say how to install it"; \
+	fi
+
+# Regenerate the source notebooks from notebooks/generate.py (their shared parameters cell).
+nbgen: $(STAMP)
+	$(BIN)/python notebooks/generate.py
 
 clean:
 	rm -rf build _build

@@ -42,6 +42,18 @@ def resolve(path: str | Path | None, root: Path) -> Path | None:
     return p if p.is_absolute() else root / p
 
 
+def cpu_settings() -> bool:
+    """Flush subnormal floats to zero on CPU (returns whether the CPU supports it).
+
+    Measured on the demo: a HAF-VT epoch with image and title tables took 9 s, the next one 146 s
+    with the same work, because training produced subnormal numbers, which x86 CPUs process
+    a hundred times slower. Flushing them changes the demo's metrics by less than 1e-4.
+    """
+    import torch
+
+    return bool(torch.set_flush_denormal(True))
+
+
 # --------------------------------------------------------------------------- demo set-up
 
 
@@ -54,6 +66,7 @@ def prepare_demo(scenario_dir: str | Path, size: str = "small", seed: int = 0, e
     from hafvt.data.demo import write_demo
     from hafvt.embed.cache import list_caches
 
+    cpu_settings()
     scenario_dir = Path(scenario_dir)
     report = {}
     t = time.perf_counter()
@@ -222,6 +235,7 @@ def main(argv=None) -> int:
         print(json.dumps(prepare_demo(args.dir, args.size, args.seed, args.encoder_epochs, args.embed_dim, args.device)))
         return 0
     if args.cmd == "demo-encoder":
+        cpu_settings()
         from hafvt.embed.demo_encoder import DEMO_MODEL, tiny_config, train_demo_encoder
 
         ckpt = train_demo_encoder(args.dir, cfg=tiny_config(embed_dim=args.embed_dim), epochs=args.epochs, seed=args.seed)

@@ -138,7 +138,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return Config(**data).validate()
 
 
+# Choices made outside a run's configuration: in the model's code and the data and embedding commands.
+OTHER_DECISIONS = [
+    {"key": "loss reduction", "default": "mean per view", "source": "choice",
+     "reason": "Eq. 8 sums -log P over a view's targets; we average per view so that lambda1, lambda2 weigh views, not their lengths."},
+    {"key": "attention block", "default": "pre-LN, ReLU feed-forward", "source": "choice",
+     "reason": "The papers show 'attention layers' only; we use SASRec's block (hafvt/models/attention.py), shared with the SASRec and C2DSR baselines."},
+    {"key": "hafvt embed --model", "default": "ViT-B-32", "source": "choice",
+     "reason": "The papers say 'frozen CLIP' with e = 512; ViT-B/32 and ViT-B/16 both give 512; B/32 is the cheaper and the original CLIP's common choice. Any open_clip name can be passed."},
+    {"key": "missing image or title", "default": "other modality, then domain mean", "source": "choice",
+     "reason": "An item without an image gets its title's CLIP text row (one embedding space); without a title, its image row; with neither, its domain's mean row. The manifest counts each case."},
+    {"key": "hafvt catalogue build --max-len", "default": 15, "source": "choice",
+     "reason": "How a user's history becomes sequences is not stated: windows of 15 items ending at the newest (C2DSR's maxlen)."},
+]
+
+
 def decisions() -> list[dict]:
     """Every key with its default, source and reason (for the book's decisions page)."""
-    return [{"key": f.name, "default": f.default if f.default is not MISSING else f.default_factory(),
+    keys = [{"key": f.name, "default": f.default if f.default is not MISSING else f.default_factory(),
              "source": f.metadata["source"], "reason": f.metadata["reason"]} for f in fields(Config)]
+    return keys + OTHER_DECISIONS

@@ -184,7 +184,7 @@ def test_every_page_renders(server, browser):
         visited.append(name)
     # the attention page, scrolled to the saved widget view: the screenshot named in the README
     page.goto(urljoin(server, "notebooks/06_attention.html"), wait_until="load")
-    page.add_style_tag(content="header, .bd-header, .skip-link, .header-article { display: none !important; }")
+    page.add_style_tag(content="header, .bd-header, .bd-header-article, .skip-link, .header-article, .bd-sidebar-primary, .bd-sidebar-secondary { display: none !important; }")
     widget = page.locator(".hafvt-widget-static").first
     if widget.count():
         widget.scroll_into_view_if_needed()

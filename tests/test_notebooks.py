@@ -92,3 +92,68 @@ def test_demo_numbers_are_labelled():
     for name in NAMES:
         text = (REPO / "book" / "notebooks" / f"{name}.ipynb").read_text()
         assert "hafvt-banner" in text and "not comparable with the papers" in text, f"{name}: no data label"
+
+
+# ------------------------------------------------------------------ the helpers the notebooks call
+
+
+def test_side_by_side_keeps_quoted_and_ours_apart():
+    from hafvt import viz
+
+    df = viz.side_by_side({"hafvt": {"X": {"mrr": {"mean": 12.345, "std": 0.5}}}},
+                          {"hafvt": {"X": {"mrr": 9.16}}, "MIFN [haf-vt]": {"X": {"mrr": 8.55}}},
+                          domains=("X",), metrics=("mrr",), ours_label="ours [demo]", quoted_label="paper [quoted]")
+    assert list(df.columns.get_level_values(2)) == ["paper [quoted]", "ours [demo]"]
+    assert df.loc["hafvt"].tolist() == ["9.16", "12.35 ± 0.50"]
+    assert df.loc["MIFN [haf-vt]"].tolist() == ["8.55", "—"]
+    full = viz.side_by_side({"hafvt": {"X": {"mrr": {"mean": 1.0, "std": 0.0}}}}, None, domains=("X",), metrics=("mrr",))
+    assert list(full.columns.get_level_values(2)) == ["ours"]
+
+
+def test_decisions_page_lists_every_key():
+    from hafvt.book import decisions_markdown
+    from hafvt.config import decisions
+
+    text = decisions_markdown()
+    for d in decisions():
+        assert f"| `{d['key']}` |" in text
+
+
+def test_smoke_switch_reads_the_environment(monkeypatch):
+    from hafvt.book import smoke_from_env
+
+    monkeypatch.setenv("HAFVT_SMOKE", "1")
+    assert smoke_from_env(False) is True
+    monkeypatch.setenv("HAFVT_SMOKE", "0")
+    assert smoke_from_env(True) is False
+    monkeypatch.delenv("HAFVT_SMOKE")
+    assert smoke_from_env(True) is True
+
+
+def test_explorer_renders_a_user(tmp_path):
+    """The widget's default view: history, attention per view and modality, top-10 lists, the true item marked."""
+    from hafvt.config import load_config
+    from hafvt.data.demo import write_demo
+    from hafvt.train import run
+    from hafvt.widgets import Explorer
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import write_fixture_tables
+
+    d = write_demo(tmp_path / "tiny", size="tiny", seed=0, images=True)
+    from hafvt.data.c2dsr import read_scenario
+
+    write_fixture_tables(d, read_scenario(d).n_items)
+    cfg = load_config(REPO / "configs" / "hafvt.yaml", ["epochs=1", "q=16", "eval_every=1"])
+    run(d, cfg, tmp_path / "run", seed=0, progress=False)
+    ex = Explorer(d, tmp_path / "run", k=10)
+    e = ex.explain([0, 1])[0]
+    assert set(e.attention) == {(v, m) for v in ("x", "y", "xy") for m in ("id", "img", "tex")}
+    assert all(len(w) == len(e.history) for w in e.attention.values())
+    assert set(e.top) == {"id", "img", "tex", "fused"} and all(len(t) == 10 for t in e.top.values())
+    target_dom = range(0, ex.scn.n_x) if e.domain == "X" else range(ex.scn.n_x, ex.scn.n_items)
+    assert all(i in target_dom for t in e.top.values() for i, _ in t)
+    html = ex.render(e)
+    assert "true next item" in html and "data:image/png;base64," in html and "not comparable with the papers" in html
+    w = ex.widget(lines=[0, 1, 2])
+    assert "hafvt-explorer" in w.children[1].value

@@ -11,6 +11,8 @@
  */
 (function () {
   "use strict";
+  if (window.hafvtStaticWidgets) return;  /* included once per page, however many times it is listed */
+  window.hafvtStaticWidgets = true;
   var STATE = "application/vnd.jupyter.widget-state+json";
   var VIEW = "application/vnd.jupyter.widget-view+json";
 
