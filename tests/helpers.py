@@ -6,6 +6,8 @@ import numpy as np
 
 from hafvt.data.demo import write_demo
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def write_fixture_tables(scenario_dir: Path, n_items: int, dim: int = 32, seed: int = 0) -> Path:
     """Fixed random image/text tables in the embedding-cache format (labelled as a test fixture)."""

@@ -5,12 +5,11 @@ import pytest
 import torch
 
 import hafvt.train as train_mod
-from conftest import REPO
 from hafvt.config import load_config
 from hafvt.data.batches import build_views
 from hafvt.data.c2dsr import ItemTable, Scenario, Sequences, write_scenario
 from hafvt.models import build_model
-from helpers import tiny_demo
+from helpers import REPO, tiny_demo
 
 SEQUENTIAL = ["gru4rec", "sasrec", "srgnn", "c2dsr"]
 EPOCHS = {"gru4rec": 20, "sasrec": 12, "srgnn": 25, "c2dsr": 12}  # enough for HR@1 = 1.0 on the chain

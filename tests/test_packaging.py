@@ -3,7 +3,7 @@ import tomllib
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_environment_yml_matches_pyproject():

@@ -4,10 +4,9 @@ import json
 import pytest
 
 import hafvt.train as train_mod
-from conftest import REPO
 from hafvt.cli import main as cli
 from hafvt.config import load_config
-from helpers import tiny_demo
+from helpers import REPO, tiny_demo
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 
