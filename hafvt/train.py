@@ -9,6 +9,8 @@ evaluation lets an interrupted run resume and end with the same metrics.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import time
 from pathlib import Path
 
@@ -177,8 +179,6 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
         atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
         if "valid" in entry and trainable:
-            import io
-
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": state, "config_hash": cfg.hash(),
                         "seed": seed, "data_hash": prov["data_hash"]}, buf)
@@ -215,8 +215,6 @@ def summarise(state: dict, cfg: Config, prov: dict, seconds: float) -> dict:
 
 def save_test_ranks(path: Path, state: dict, test_domain: np.ndarray) -> None:
     """Per test line ranks at the selected epoch (for paired comparisons between models)."""
-    import io
-
     arrays = {"domain": test_domain}
     for d, code in (("X", 0), ("Y", 1)):
         lines = np.flatnonzero(test_domain == code)
@@ -228,6 +226,4 @@ def save_test_ranks(path: Path, state: dict, test_domain: np.ndarray) -> None:
 
 
 def _json_line(obj) -> str:
-    import json
-
     return json.dumps(obj, sort_keys=True) + "\n"

@@ -175,18 +175,21 @@ class HAFVT(nn.Module):
     @torch.no_grad()
     def scores(self, batch: dict) -> torch.Tensor:
         """P(i | S) of eq. (10) for every item (B, |X|+|Y|), float64; rows use their target's domain."""
-        h, _ = self.representations(batch)
+        return self.fuse(self.representations(batch)[0], batch["domain"])
+
+    def fuse(self, h: dict, domain: torch.Tensor) -> torch.Tensor:
+        """Eq. (10) from the representations h^V_m: P^X + l1 P^Y + l2 P^{X+Y}, X and Y swapped for Y targets."""
         P = {v: self.view_probs(h[v], v) for v in self.views}
         if self.views == ("xy",):
             return P["xy"]
         l1, l2 = self.cfg.lambda1, self.cfg.lambda2
         for_x = P["x"] + l1 * P["y"] + l2 * P["xy"]
         for_y = P["y"] + l1 * P["x"] + l2 * P["xy"]
-        return torch.where(batch["domain"][:, None] == 0, for_x, for_y)
+        return torch.where(domain[:, None] == 0, for_x, for_y)
 
     @torch.no_grad()
     def explain(self, batch: dict) -> dict:
         """Attention weights and per-modality/per-view probabilities, for the notebooks' widgets."""
         h, attn = self.representations(batch, need_weights=True)
         per = {(v, m): self.modality_probs(h[v][m], v, m) for v in self.views for m in self.modalities}
-        return {"attention": attn, "modality_probs": per, "fused": self.scores(batch)}
+        return {"attention": attn, "modality_probs": per, "fused": self.fuse(h, batch["domain"])}
