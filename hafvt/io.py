@@ -43,6 +43,25 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
+    """``torch.save`` through a temporary file: a checkpoint is never half-written."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def _jsonable(o):
     if isinstance(o, (np.integer,)):
         return int(o)

@@ -22,8 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hafvt.io import atomic_write_json, atomic_write_text
+from hafvt.metrics import metrics_from_ranks
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.json"
@@ -229,9 +231,8 @@ def cold_slice(out: Path, rows: list[dict], train_items: np.ndarray, test_target
                     if not sel.any():
                         entry[kind][d][b] = {"mrr": None, "ndcg@10": None}
                         continue
-                    x = rk[:, sel]
-                    ndcg = np.where(x <= 10, 1.0 / np.log2(x + 1.0), 0.0)
-                    entry[kind][d][b] = {"mrr": 100 * float((1.0 / x).mean()), "ndcg@10": 100 * float(ndcg.mean())}
+                    m = metrics_from_ranks(torch.from_numpy(rk[:, sel].ravel()))  # every seed has the same lines
+                    entry[kind][d][b] = {"mrr": 100 * m["mrr"], "ndcg@10": 100 * m["ndcg@10"]}
         res["rows"][r["row"]] = entry
     res["n_lines"] = counts
     return res

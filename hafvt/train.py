@@ -9,7 +9,6 @@ evaluation lets an interrupted run resume and end with the same metrics.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from hafvt.candidates import load_or_draw
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, Views, scenario_views
 from hafvt.data.c2dsr import Scenario, read_scenario
-from hafvt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from hafvt.io import atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text
 from hafvt.metrics import full_ranks, metrics_from_ranks, per_domain, sampled_ranks
 from hafvt.models import build_model, needs_tables
 from hafvt.provenance import provenance
@@ -179,10 +178,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
         atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
         if "valid" in entry and trainable:
-            buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": state, "config_hash": cfg.hash(),
-                        "seed": seed, "data_hash": prov["data_hash"]}, buf)
-            atomic_write_bytes(ckpt, buf.getvalue())
+            atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": state,
+                                     "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"]})
     results = summarise(state, cfg, prov, time.perf_counter() - t0)
     atomic_write_json(out / "results.json", results)
     save_test_ranks(out / "test_ranks.npz", state, domains["test"])
@@ -220,9 +217,7 @@ def save_test_ranks(path: Path, state: dict, test_domain: np.ndarray) -> None:
         lines = np.flatnonzero(test_domain == code)
         for key, r in state["best"][d]["test_ranks"].items():
             arrays.setdefault(key.replace("/", "_"), np.zeros(len(test_domain)))[lines] = r
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_npz(path, **arrays)
 
 
 def _json_line(obj) -> str:

@@ -12,7 +12,6 @@ interrupted run resumes where it stopped. Under ``torchrun`` every process takes
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ import hafvt
 from hafvt.data.catalogue import domain_counts, item_list_hash, read_catalogue
 from hafvt.embed.cache import MANIFEST, SOURCES, cache_dir, default_cache_name
 from hafvt.embed.images import FALLBACK, image_file
-from hafvt.io import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from hafvt.io import atomic_save_npy, atomic_save_npz, atomic_write_json
 
 RANDOM_INIT = "random-init"
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -290,10 +289,6 @@ def _old_plan(out: Path) -> dict | None:
     return None
 
 
-def _save_npz(path: Path, **arrays):
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _shard_arrays(enc: Encoder, rows: list[dict], image, image_ok, titles: bool, opts: dict) -> dict:
@@ -375,7 +370,7 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
     bar = tqdm(total=sum(hi - lo for lo, hi in bounds), unit="item", disable=None,
                desc=f"embed (rank {rank})" if world > 1 else "embed")
     for k, (lo, hi), (image, image_ok) in zip(todo, bounds, images_out):
-        _save_npz(shards / f"shard_{k:05d}.npz", **_shard_arrays(enc, rows[lo:hi], image, image_ok, titles, opts))
+        atomic_save_npz(shards / f"shard_{k:05d}.npz", **_shard_arrays(enc, rows[lo:hi], image, image_ok, titles, opts))
         bar.update(hi - lo)
         if on_shard is not None:
             on_shard(k)

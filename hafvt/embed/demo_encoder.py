@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hafvt.data.catalogue import read_catalogue
 from hafvt.embed.images import image_file
-from hafvt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from hafvt.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 DEMO_MODEL = "hafvt-demo-clip"
 
@@ -45,13 +45,9 @@ def register_config(name: str, cfg: dict) -> None:
 
 def save_checkpoint(model: torch.nn.Module, cfg: dict, out_dir: str | Path, name: str, extra: dict | None = None) -> Path:
     """``<out_dir>/<name>.pt`` (open_clip state dict) and ``<out_dir>/<name>.json`` (its config), atomically."""
-    import io
-
     out_dir = Path(out_dir)
-    buf = io.BytesIO()
-    torch.save({"state_dict": model.state_dict(), "hafvt": extra or {}}, buf)
     atomic_write_text(out_dir / f"{name}.json", json.dumps(cfg, indent=2) + "\n")
-    return atomic_write_bytes(out_dir / f"{name}.pt", buf.getvalue())
+    return atomic_torch_save(out_dir / f"{name}.pt", {"state_dict": model.state_dict(), "hafvt": extra or {}})
 
 
 def _pairs(scenario_dir: Path, preprocess) -> tuple[list[int], torch.Tensor, list[str]]:
