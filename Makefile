@@ -42,7 +42,7 @@ BOOK_HTML := $(BOOK_OUT)/_build/html
 JB_FLAGS := -W -n --keep-going
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 
-.PHONY: install test book demo notebooks html browser clean nbgen
+.PHONY: install test book demo notebooks html browser clean nbgen fk-mini
 
 install: $(STAMP)
 
@@ -55,7 +55,10 @@ $(STAMP): pyproject.toml
 # `make test`: unit tests, the six notebooks under nbval in smoke mode (notebooks/conftest.py sets
 # HAFVT_SMOKE=1: tiny demo, one epoch, one seed), and the browser test on the book rendered from the
 # committed executed notebooks (a cheap build: no notebook is executed for it).
+# First, `hafvt provenance check`: every committed result (results/, the book's tables and executed
+# notebooks) must have been made by the current sources; a change to the model without regenerating fails.
 test: $(STAMP) html browser
+	$(BIN)/hafvt provenance check
 	HAFVT_BOOK_HTML=$(BOOK_HTML) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests notebooks --nbval-lax
 
 # `make book`: set-up, demo scenario, demo encoder, embeddings, all notebooks through papermill, HTML.
@@ -79,6 +82,12 @@ $(DEMO_CACHE)/manifest.json: $(DEMO_CKPT)
 build/fk-mini/derived.json: | $(STAMP)
 	@test -d $(REAL_DATA) || { echo "no real data at $(REAL_DATA): set REAL_DATA=/path/to/Food-Kitchen"; exit 2; }
 	$(BIN)/hafvt derive $(REAL_DATA) build/fk-mini --train-from valid --train-fraction 0.9 --seed 0
+
+# `make fk-mini [DEVICE=cuda]`: the committed real-data table results/fk-mini/ from its parameters file
+# (the table records the file's content and this command). Only the runs' results.json are committed.
+DEVICE ?=
+fk-mini: build/fk-mini/derived.json
+	$(BIN)/hafvt reproduce build/fk-mini --table 2 --params notebooks/params/fk-mini.yaml --out results/fk-mini $(if $(DEVICE),--device $(DEVICE))
 
 notebooks: $(STAMP) $(if $(filter demo,$(TARGET)),demo) $(if $(filter fk-mini,$(TARGET)),build/fk-mini/derived.json)
 	@test -f $(PARAMS) || { echo "no parameters file $(PARAMS)"; exit 2; }

@@ -136,19 +136,42 @@ def label_html(kind: dict, extra: str = "") -> str:
 # --------------------------------------------------------------------------- results next to the book
 
 
-def publish(files, dest: str | Path | None) -> list[Path]:
-    """Copy results files (tables, small JSON) into a folder the book serves; ``dest=None`` does nothing."""
+def publish_tables(tables_dir: str | Path, tables, dest: str | Path | None) -> list[Path]:
+    """Copy ``table<k>.{json,md,tex}`` and the ``results.json`` of every run they list into ``dest``
+    (same layout, so the tables' links to their runs resolve there); ``dest=None`` does nothing."""
     if dest is None:
         return []
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    tables_dir, dest = Path(tables_dir), Path(dest)
+    files = []
+    for k in tables:
+        t = json.loads((tables_dir / f"table{k}.json").read_text())
+        files += [f"table{k}.{ext}" for ext in ("json", "md", "tex")] + [run for r in t["rows"] for run in r["runs"]]
     out = []
-    for f in files:
-        f = Path(f)
-        if f.is_file():
-            shutil.copy2(f, dest / f.name)
-            out.append(dest / f.name)
+    for rel in dict.fromkeys(files):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tables_dir / rel, dest / rel)
+        out.append(dest / rel)
     return out
+
+
+def provenance_cell(notebook: str, parameters: dict) -> dict:
+    """Record how this notebook is being executed (its papermill parameters) for every results file it
+    writes, and show the provenance of the page; the full record is kept in the output's metadata,
+    where ``hafvt provenance check`` reads it."""
+    from IPython.display import Markdown, display
+
+    from hafvt import provenance
+
+    target = parameters.get("target", "demo")
+    provenance.set_invocation({"command": f"make notebooks TARGET={target}", "notebook": f"notebooks/{notebook}.ipynb",
+                               "parameters_file": f"notebooks/params/{target}.yaml", "parameters": parameters})
+    rec = provenance.record(kind="notebook")
+    dirty = " (with uncommitted changes to the sources)" if rec["dirty"] else ""
+    text = (f"<small>Computed from commit `{str(rec['commit'])[:10]}`{dirty}, sources `{rec['source_hash']}`, "
+            f"by `{rec['command']}` ({rec['created']}). `hafvt provenance check` tells whether the current sources "
+            f"still make these numbers.</small>")
+    display(Markdown(text), metadata={provenance.NOTEBOOK_KEY: rec})
+    return rec
 
 
 def link_list(paths, page_to_static: str = "../_static") -> str:
@@ -171,7 +194,8 @@ def decisions_markdown() -> str:
     """The book's page of reproduction decisions, generated from ``hafvt.config.decisions()``."""
     from hafvt.config import decisions
 
-    src_names = {"paper": "stated by the papers", "protocol": "C2DSR's protocol", "choice": "our choice (papers silent)"}
+    src_names = {"paper": "stated by the papers", "protocol": "C2DSR's protocol (inferred to be the papers')",
+                 "choice": "our choice (papers silent, a grid only, or a deviation)"}
     lines = [
         "# Reproduction decisions",
         "",
@@ -181,6 +205,24 @@ def decisions_markdown() -> str:
         "Keys whose source is *our choice* are the places where the papers are silent and this package had to "
         "decide; each can be changed per run with `hafvt train ... --set key=value` or in a file in `configs/`. "
         "Every results file records the full configuration it ran with.",
+        "",
+        "*Source* says where the default comes from: **paper** only where IFCDSR or HAF-VT states the value; "
+        "**protocol** where it is C2DSR's benchmark protocol — that the papers follow it is an *inference* "
+        "(their Table 1 equals C2DSR's release and their baseline rows are copied from C2DSR's paper), "
+        "not something they state; **choice** where the papers are silent, give only a grid of values "
+        "without the one they selected, or where we deviate from the literal equations (the reason says why).",
+        "",
+        "## The scoring protocol",
+        "",
+        "Each valid/test line is one ranking in the domain of its target (its last item after a stable sort "
+        "by timestamp). Sampled ranking: the target and 999 negatives drawn uniformly, with replacement, from "
+        "the target's domain excluding the target, drawn once with a fixed seed and saved beside the scenario, "
+        "so every model is scored on the same candidates. rank = 1 + the number of negatives scored strictly "
+        "higher (ties go to the target, C2DSR's rule; every table also reports average-rank ties, and learning "
+        "tests use ties against the target). MRR = mean(1/rank); NDCG@k = mean(1/log2(rank + 1)) over lines with "
+        "rank <= k; HR@k = mean(rank <= k); tables print x100. Full ranking ranks the target against every item "
+        "of its domain. Selection: for each domain, the test result at that domain's best validation MRR "
+        "(validation every `eval_every` epochs).",
         "",
     ]
     rows = decisions()

@@ -11,6 +11,7 @@ COMMANDS = [
     "hafvt.commands.embed",
     "hafvt.commands.train",
     "hafvt.commands.reproduce",
+    "hafvt.commands.provenance",
 ]
 
 

@@ -1,8 +1,10 @@
 """One configuration per run: a dataclass plus a YAML file in ``configs/``.
 
-Every field carries where its default comes from: ``paper`` (stated by IFCDSR or HAF-VT),
-``protocol`` (C2DSR's benchmark protocol) or ``choice`` (the papers are silent; the reason
-says why we chose it). The book's list of reproduction decisions is built from this.
+Every field carries where its default comes from: ``paper`` (the value is stated by IFCDSR or
+HAF-VT; the reason says which), ``protocol`` (C2DSR's benchmark protocol, which the papers are
+*inferred* to follow: their Table 1 matches C2DSR's release) or ``choice`` (the papers are silent,
+give only a grid, or we deviate from them; the reason says why). The book's list of reproduction
+decisions is built from this.
 """
 from __future__ import annotations
 
@@ -39,13 +41,13 @@ class Config:
     # --- equation weights
     alpha: float = _f(0.6, "choice", "HAF-VT gives no alpha; IFCDSR's 0.7 is for ID against one side modality, with two the ID keeps a majority and the rest is split evenly (beta 0.2, text 0.2).")
     beta: float = _f(0.2, "choice", "HAF-VT gives no beta; see alpha.")
-    lambda1: float = _f(0.1, "paper", "IFCDSR's lambda1 (HAF-VT gives none; we keep IFCDSR's).")
-    lambda2: float = _f(0.4, "paper", "IFCDSR's lambda2 (HAF-VT gives none; we keep IFCDSR's).")
+    lambda1: float = _f(0.1, "paper", "Stated by IFCDSR (0.1); HAF-VT gives no value, so its rows use IFCDSR's.")
+    lambda2: float = _f(0.4, "paper", "Stated by IFCDSR (0.4); HAF-VT gives no value, so its rows use IFCDSR's.")
     loss_form: str = _f("paper", "choice",
                         "'paper' = L^X + l1 L^Y + l2 L^{X+Y} as eq. 9 writes it; 'symmetric' adds the role-swapped loss for Y targets (L^Y + l1 L^X + l2 L^{X+Y}).")
     # --- scoring
-    temperature: float = _f(0.1, "choice", "Softmax temperature on cosine scores: a plain cosine in [-1, 1] over 30k-100k items gives an almost flat softmax; 1/0.1 = 10 spreads it.")
-    view_softmax: str = _f("all", "choice", "Each view's softmax runs over all items of X and Y, so eq. 10's P^Y(x) for X items is defined and enters the sum; 'domain' restricts S^X to X items and S^Y to Y items (P^Y(x) = 0).")
+    temperature: float = _f(0.1, "choice", "Deviation from eqs. 2 and 4-6, which apply the softmax to the plain cosine (no temperature): a cosine in [-1, 1] over 30k-100k items gives an almost flat softmax; dividing by 0.1 spreads it. A cosine cannot express an item-popularity prior the way a dot product can.")
+    view_softmax: str = _f("all", "choice", "Deviation from eqs. 4-6, where the view X's softmax runs over E^X (the X items): eq. 10 adds lambda1 P^Y(x) for an X item x, which needs P^Y defined on X items, so every view's softmax runs over all items of X and Y. 'domain' is the literal reading (S^X over X items, S^Y over Y items; then P^Y(x) = 0).")
     readout: str = _f("last_item", "choice", "The X-only view reads its last X item (as C2DSR's x_last_id), not its last slot, which is padding when the last item is in Y; 'last_slot' reads the slot.")
     # --- encoder
     n_blocks: int = _f(1, "choice", "Attention depth: the papers show one attention layer per view and modality (Fig. 3).")
@@ -53,16 +55,16 @@ class Config:
     positional: str = _f("learned", "choice", "Learned positional embeddings as in SASRec/C2DSR ('none' disables them).")
     dropout: float = _f(0.3, "paper", "Dropout rate of both papers.")
     # --- training
-    train_targets: str = _f("all_positions", "protocol", "Every position is a next-item target (PROTOCOL.md step 4); 'last' trains on the last position only.")
-    lr: float = _f(1e-3, "paper", "From the papers' grid {1e-3, 5e-4, 1e-4}.")
-    l2: float = _f(1e-5, "paper", "From the papers' grid {1e-4, 5e-5, 1e-5}; Adam weight decay.")
+    train_targets: str = _f("all_positions", "choice", "Every position of a training line is a next-item target (the papers do not say); C2DSR's code trains on the last 10 positions of each line. 'last' trains on the last position only.")
+    lr: float = _f(1e-3, "choice", "The papers give a grid {1e-3, 5e-4, 1e-4}, not the value they selected; 1e-3 is our pick unless the grid is searched.")
+    l2: float = _f(1e-5, "choice", "The papers give a grid {1e-4, 5e-5, 1e-5} (L2 regularisation, here Adam weight decay), not the value they selected; 1e-5 is our pick unless the grid is searched.")
     batch_size: int = _f(256, "paper", "Mini-batch size of both papers.")
     epochs: int = _f(100, "paper", "Training epochs of both papers.")
-    eval_every: int = _f(5, "protocol", "C2DSR validates every 5 epochs.")
+    eval_every: int = _f(5, "protocol", "C2DSR's code validates every 5 epochs (the papers do not say).")
     amp: bool = _f(True, "choice", "bf16 autocast on CUDA (ignored on CPU).")
     compile: bool = _f(False, "choice", "torch.compile the encoders (CUDA only).")
     # --- evaluation
-    n_neg: int = _f(999, "protocol", "999 uniform negatives per test line (C2DSR).")
+    n_neg: int = _f(999, "protocol", "999 uniform negatives per test line (C2DSR's protocol; the papers' baseline rows are copied from C2DSR's paper, so we infer they score the same way).")
     candidate_seed: int = _f(0, "protocol", "Candidates are drawn once with this seed and saved beside the scenario.")
     tie: str = _f("target", "protocol", "C2DSR's rule: a tied negative ranks below the target. 'average' is reported beside it.")
     # --- inputs
@@ -148,6 +150,10 @@ OTHER_DECISIONS = [
      "reason": "The papers say 'frozen CLIP' with e = 512; ViT-B/32 and ViT-B/16 both give 512; B/32 is the cheaper and the original CLIP's common choice. Any open_clip name can be passed."},
     {"key": "missing image or title", "default": "other modality, then domain mean", "source": "choice",
      "reason": "An item without an image gets its title's CLIP text row (one embedding space); without a title, its image row; with neither, its domain's mean row. The manifest counts each case."},
+    {"key": "C2DSR baseline", "default": "one graph, 1 GCN layer, infomax weight 0.1", "source": "choice",
+     "reason": "Simplified against C2DSR: one item graph over all training transitions shared by the three views (C2DSR builds a graph per domain and a cross-domain graph with separate GNNs), one propagation layer, the SASRec encoder, cross-entropy at every slot with a target, and a fixed contrastive weight (hafvt/models/baselines/c2dsr.py)."},
+    {"key": "GRU4Rec / SASRec / SR-GNN loss", "default": "softmax cross-entropy over all items", "source": "choice",
+     "reason": "Every baseline is trained with full softmax cross-entropy at every slot with a target, on the merged sequence S^{X+Y}, with the output tied to the item table: GRU4Rec's paper uses session-parallel batches with sampled BPR/TOP1 losses, SASRec's binary cross-entropy with one sampled negative."},
     {"key": "hafvt catalogue build --max-len", "default": 15, "source": "choice",
      "reason": "How a user's history becomes sequences is not stated: windows of 15 items ending at the newest (C2DSR's maxlen)."},
 ]

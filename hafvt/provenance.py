@@ -1,10 +1,23 @@
-"""Where a number comes from: commit, config, seed, data, encoder, device, versions."""
+"""Where a number comes from, and whether the sources that made it are still the current ones.
+
+Every results file carries a provenance record (``record`` / ``run_provenance``): the commit, a
+hash of the *source files that determine numbers* (``SOURCES``: the package, the configs, the
+notebook sources and their parameters, the scripts, ``pyproject.toml``) with one hash per file,
+a dirty flag computed over those files only, the command or notebook parameters, device,
+versions and time. ``check`` (``hafvt provenance check``) compares committed results with the
+current sources and names the files that changed since. Paths are never absolute: ``portable``
+makes them relative to the repository.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,24 +25,129 @@ import numpy as np
 import torch
 
 import hafvt
-from hafvt.data.c2dsr import data_hash
-from hafvt.data.labels import scenario_kind
+
+REPO = Path(hafvt.__file__).resolve().parents[1]
+# The files whose content determines numbers (globs relative to the repository root).
+SOURCES = ("hafvt/**/*.py", "hafvt/**/*.json", "configs/*.yaml", "notebooks/*.ipynb", "notebooks/*.md",
+           "notebooks/params/*.yaml", "scripts/*.py", "pyproject.toml")
+# Where committed results live (the default of ``hafvt provenance check``).
+RESULTS = ("results", "book/_static/results", "book/notebooks")
+NOTEBOOK_KEY = "hafvt_provenance"  # output metadata key of the provenance cell in executed notebooks
+# An absolute path of some machine, as it would appear inside a results file.
+ABSOLUTE = re.compile(r"""(?<![\w.~/-])(/(?:work|home|tmp|root|Users|mnt|private|var/folders|opt|srv|data)/[^\s"'<>)\]]*|[A-Z]:\\\\[^\s"'<>]*)""")
 
 
-def git_commit(repo: Path | None = None) -> dict:
-    """The commit of the hafvt checkout, and whether it had uncommitted changes."""
-    repo = repo or Path(hafvt.__file__).resolve().parents[1]
-    if os.environ.get("HAFVT_GIT_COMMIT"):  # a copy of the tree without .git (e.g. a remote GPU machine)
-        return {"commit": os.environ["HAFVT_GIT_COMMIT"], "dirty": None}
+# --------------------------------------------------------------------------- sources
+
+
+def _glob_regex(g: str) -> re.Pattern:
+    return re.compile(re.escape(g).replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*") + r"\Z")
+
+
+_SOURCE_RE = [_glob_regex(g) for g in SOURCES]
+
+
+def _is_source(rel: str) -> bool:
+    """Whether a repository-relative path is one of the source files (the whole path matches a glob)."""
+    return any(r.match(rel) for r in _SOURCE_RE) and "__pycache__" not in rel and ".ipynb_checkpoints" not in rel
+
+
+def source_files(root: Path = REPO) -> list[str]:
+    """Sorted repository-relative paths of the source files."""
+    found = set()
+    for g in SOURCES:
+        for p in root.glob(g):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and _is_source(rel):
+                found.add(rel)
+    return sorted(found)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 (16 hex) of a source file; for a notebook, of its cells' types and sources only, so that
+    saving it in JupyterLab (metadata, execution counts, outputs) does not change it."""
+    data = path.read_bytes()
+    if path.suffix == ".ipynb":
+        cells = json.loads(data)["cells"]
+        data = json.dumps([[c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]]
+                           for c in cells]).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def source_manifest(root: Path = REPO) -> dict[str, str]:
+    return {rel: file_digest(root / rel) for rel in source_files(root)}
+
+
+def manifest_hash(manifest: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_hash(root: Path = REPO) -> str:
+    return manifest_hash(source_manifest(root))
+
+
+def _git(*args, root: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+
+
+def git_commit(root: Path = REPO) -> dict:
+    """The commit, and whether the source files differ from it (other files never make it dirty).
+
+    On a copy of the tree without ``.git`` (a remote GPU machine), ``HAFVT_GIT_COMMIT`` names the
+    commit and ``HAFVT_SOURCE_HASH`` the source hash of that commit; dirty = the hashes differ.
+    """
+    if os.environ.get("HAFVT_GIT_COMMIT"):
+        expected = os.environ.get("HAFVT_SOURCE_HASH")
+        return {"commit": os.environ["HAFVT_GIT_COMMIT"], "dirty": None if not expected else source_hash(root) != expected}
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, timeout=10)  # noqa: E731
-        commit = run("rev-parse", "HEAD")
+        commit = _git("rev-parse", "HEAD", root=root)
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
-        dirty = bool(run("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        status = _git("status", "--porcelain", "--untracked-files=all", "--no-renames", root=root).stdout.splitlines()
+        dirty = any(_is_source(line[3:].strip().strip('"')) for line in status)
         return {"commit": commit.stdout.strip(), "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+# --------------------------------------------------------------------------- paths and invocation
+
+
+def portable(path: str | Path, root: Path = REPO) -> str:
+    """A path as a results file may record it: relative to the repository (``$TMPDIR/...`` inside a
+    temporary folder), never absolute."""
+    p = Path(os.path.abspath(path)).resolve()
+    for base, prefix in ((root.resolve(), ""), (Path(tempfile.gettempdir()).resolve(), "$TMPDIR")):
+        if p == base or base in p.parents:
+            return "/".join(x for x in (prefix, p.relative_to(base).as_posix()) if x and x != ".") or "."
+    return Path(os.path.relpath(p, root.resolve())).as_posix()
+
+
+_INVOCATION: dict | None = None
+
+
+def set_invocation(info: dict | None) -> None:
+    """Say how the current process was asked to compute (e.g. a notebook and its papermill parameters);
+    recorded instead of ``sys.argv`` in every provenance record made afterwards."""
+    global _INVOCATION
+    _INVOCATION = info
+
+
+def invocation() -> dict:
+    """``{"command": "hafvt train ..."}`` with portable paths, or what ``set_invocation`` said."""
+    if _INVOCATION is not None:
+        return dict(_INVOCATION)
+    argv = list(sys.argv) or ["python"]
+    prog = Path(argv[0]).name
+    if Path(argv[0]).resolve() == REPO / "hafvt" / "cli.py":  # python -m hafvt.cli
+        prog = "hafvt"
+    elif prog.endswith(".py"):
+        prog = "python " + (portable(argv[0]) if Path(argv[0]).is_file() else prog)
+    args = [portable(a) if (a.startswith("/") and os.path.exists(a)) else a for a in argv[1:]]
+    return {"command": " ".join([prog, *args])}
+
+
+# --------------------------------------------------------------------------- records
 
 
 def device_name(device: str) -> str:
@@ -49,20 +167,134 @@ def versions() -> dict:
     return out
 
 
-def provenance(scenario_dir: Path, cfg_dict: dict, cfg_hash: str, seed: int, device: str, embedding_manifest: dict | None) -> dict:
+def record(device: str | None = None, **extra) -> dict:
+    """The common provenance record: commit, sources, invocation, device, versions, time (+ ``extra``)."""
+    manifest = source_manifest()
+    out = {**git_commit(), "source_hash": manifest_hash(manifest), **invocation()}
+    if device is not None:
+        out["device"] = device_name(device)
+    out.update(versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
+    out["sources"] = manifest  # last: long
+    return out
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def run_provenance(scenario_dir: Path, cfg_dict: dict, cfg_hash: str, seed: int, device: str,
+                   embedding_manifest: dict | None, candidate_files=()) -> dict:
+    """The record of one training run (``hafvt.train.run``)."""
+    from hafvt.data.c2dsr import data_hash
+    from hafvt.data.labels import scenario_kind
+
     kind = scenario_kind(scenario_dir)
-    return {
-        **git_commit(),
-        "config_hash": cfg_hash,
-        "seed": seed,
-        "scenario": str(scenario_dir),
-        "data_hash": data_hash(scenario_dir),
-        "data_kind": kind["kind"],
-        "data_label": kind["label"],
-        "comparable_with_paper": kind["kind"] == "benchmark",
-        "embeddings": embedding_manifest,
-        "device": device_name(device),
-        "versions": versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg_dict,
-    }
+    emb = None
+    if embedding_manifest is not None:
+        emb = {k: v for k, v in embedding_manifest.items() if k != "cache"}
+        emb["manifest_hash"] = hashlib.sha256(json.dumps(emb, sort_keys=True).encode()).hexdigest()[:16]
+    return record(
+        device,
+        config_hash=cfg_hash, seed=seed, scenario=portable(scenario_dir),
+        data_hash=data_hash(scenario_dir, candidate_files),
+        candidates=[Path(f).relative_to(scenario_dir).as_posix() for f in candidate_files],
+        data_kind=kind["kind"], data_label=kind["label"], comparable_with_paper=kind["kind"] == "benchmark",
+        derived_from={k: kind[k] for k in ("source", "source_hash", "train_from", "train_fraction", "seed") if k in kind} or None,
+        embeddings=emb, config=cfg_dict,
+    )
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def records_in(path: Path) -> list[dict]:
+    """The provenance records a results file holds (a notebook: those of its provenance cells)."""
+    if path.suffix == ".ipynb":
+        nb = json.loads(path.read_text())
+        return [o["metadata"][NOTEBOOK_KEY] for c in nb["cells"] if c["cell_type"] == "code"
+                for o in c.get("outputs", []) if NOTEBOOK_KEY in o.get("metadata", {})]
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and isinstance(data.get("provenance"), dict):
+        return [data["provenance"]]
+    return []
+
+
+def _changed(recorded: dict, current: dict) -> list[str]:
+    return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f))
+
+
+def check(paths=None, root: Path = REPO) -> list[dict]:
+    """Problems of the committed results under ``paths`` (default ``RESULTS``); empty = all current.
+
+    Each problem: ``{"file", "problem", "changed"}``. A JSON or executed notebook must hold a provenance
+    record whose source hash is the current one; a ``.md``/``.tex`` table must equal what its
+    ``.json`` renders to; no results file may hold an absolute path. Benchmarks (records with
+    ``"kind": "benchmark"``) are dated measurements: they need a complete record but may be older.
+    """
+    current = source_manifest(root)
+    now = manifest_hash(current)
+    files = []
+    for p in [Path(x) for x in (paths or [root / r for r in RESULTS])]:
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".json", ".ipynb", ".md", ".tex"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such results file or folder")
+    problems = []
+    for f in files:
+        rel = portable(f, root)
+        text = f.read_text(errors="replace")
+        bad = ABSOLUTE.search(text)
+        if bad:
+            problems.append({"file": rel, "problem": f"holds an absolute path: {bad.group(0)[:80]}", "changed": []})
+        if f.suffix in (".md", ".tex"):
+            problems += _check_rendered(f, rel)
+            continue
+        try:
+            recs = records_in(f)
+        except (json.JSONDecodeError, KeyError) as e:
+            problems.append({"file": rel, "problem": f"unreadable: {e}", "changed": []})
+            continue
+        if not recs:
+            problems.append({"file": rel, "problem": "no provenance record", "changed": []})
+            continue
+        for r in recs:
+            missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
+            if missing:
+                problems.append({"file": rel, "problem": f"provenance lacks {', '.join(missing)}", "changed": []})
+            elif r["source_hash"] != now and r.get("kind") != "benchmark":
+                problems.append({"file": rel, "problem": f"stale: made by sources {r['source_hash']} at commit "
+                                 f"{str(r['commit'])[:10]}, current sources are {now}", "changed": _changed(r["sources"], current)})
+    return problems
+
+
+def _check_rendered(path: Path, rel: str) -> list[dict]:
+    """A table's .md / .tex must be what its .json renders to (nobody edits them by hand)."""
+    src = path.with_suffix(".json")
+    if not src.is_file():
+        return [] if path.name.lower() == "readme.md" else [{"file": rel, "problem": f"no {src.name} beside it", "changed": []}]
+    from hafvt.reproduce import to_latex, to_markdown
+
+    try:
+        want = (to_markdown if path.suffix == ".md" else to_latex)(json.loads(src.read_text()))
+    except (KeyError, TypeError, ValueError) as e:  # a table file of an older format
+        return [{"file": rel, "problem": f"{src.name} no longer renders ({type(e).__name__}: {e}); regenerate it", "changed": []}]
+    if path.read_text() != want:
+        return [{"file": rel, "problem": f"differs from what {src.name} renders to (regenerate, do not edit)", "changed": []}]
+    return []
+
+
+def cmd_check(args) -> int:
+    problems = check(args.paths or None)
+    for p in problems:
+        print(f"{p['file']}: {p['problem']}")
+        if p["changed"]:
+            print("    changed since: " + ", ".join(p["changed"][:20]) + (" ..." if len(p["changed"]) > 20 else ""))
+    if problems:
+        print(f"{len({p['file'] for p in problems})} results file(s) not made by the current sources {source_hash()}; "
+              "regenerate them (make book; the command each table names)", file=sys.stderr)
+        return 1
+    print(f"every results file was made by the current sources ({source_hash()})")
+    return 0

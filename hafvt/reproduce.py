@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +98,12 @@ def run_dir(out: Path, row: str, seed: int) -> Path:
     return Path(out) / "runs" / row / f"seed{seed}"
 
 
+def finished(rd: Path) -> bool:
+    """A run is done when it has its results and its per-line test ranks (a committed table keeps only
+    the results.json of its runs; the ranks, needed for the paired test, are regenerated)."""
+    return (rd / "results.json").is_file() and (rd / "test_ranks.npz").is_file()
+
+
 def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
                     overrides=(), rows=None, progress: bool = True) -> dict:
     """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files."""
@@ -121,7 +126,7 @@ def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cp
     for row, seed in bar:
         bar.set_postfix_str(f"{row} seed {seed}")
         rd = run_dir(out, row, seed)
-        if (rd / "results.json").is_file():
+        if finished(rd):
             continue
         try:
             run(scenario_dir, cfgs[row], rd, device=device, seed=seed, progress=False, scenario=scn)
@@ -241,19 +246,20 @@ def cold_slice(out: Path, rows: list[dict], train_items: np.ndarray, test_target
 def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dict, scn, errors: list, device: str) -> dict:
     from hafvt.data.c2dsr import data_hash
     from hafvt.data.labels import scenario_kind
-    from hafvt.provenance import git_commit, versions
+    from hafvt.provenance import portable, record
 
     kind = scenario_kind(scenario_dir)
     quoted_scn = QUOTED_SCENARIO[table]
     names = DOMAIN_NAMES[quoted_scn]
     rows = []
     for row, cfg in cfgs.items():
-        done = [s for s in range(seeds) if (run_dir(out, row, s) / "results.json").is_file()]
+        done = [s for s in range(seeds) if finished(run_dir(out, row, s))]
         results = [json.loads((run_dir(out, row, s) / "results.json").read_text()) for s in done]
         entry = {"row": row, "role": "proposed" if row in PROPOSED[table] else "baseline",
                  "count_based": row in COUNT_BASED, "config": f"configs/{row}.yaml", "config_hash": cfg.hash(),
+                 "resolved_config": cfg.to_dict(),
                  "tie": cfg.tie, "seeds": done, "seeds_done": len(done),
-                 "runs": [str(run_dir(Path("."), row, s) / "results.json") for s in done],
+                 "runs": [(run_dir(Path("."), row, s) / "results.json").as_posix() for s in done],
                  "errors": [e["error"] for e in errors if e["row"] == row]}
         if results:
             entry["metrics"] = _aggregate(results, "metrics")
@@ -267,7 +273,7 @@ def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dic
         rows.append(entry)
     result = {
         "table": table,
-        "scenario": str(scenario_dir),
+        "scenario": portable(scenario_dir),
         "data_kind": kind["kind"],
         "label": kind["label"],
         "comparable_with_paper": kind["kind"] == "benchmark",
@@ -276,7 +282,7 @@ def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dic
         "unit": "percent (x100), mean ± std over seeds (sample std, ddof=1; 0 with one seed)",
         "tie": {"columns": "the configs' tie policy ('target' = C2DSR's rule: a tied negative ranks below the target)",
                 "average_ties": "every row is also reported with average-rank ties (metrics_average_ties); "
-                                "count-based rows are shown with them in the Markdown/LaTeX (PROTOCOL.md, 'Ties')"},
+                                "count-based rows are shown with them in the Markdown/LaTeX (book: Reproduction decisions, 'The scoring protocol')"},
         "sampled": "target + 999 negatives from the target's domain, drawn once with the candidate seed (C2DSR protocol)",
         "full": "target ranked against every item of its domain",
         "rows": rows,
@@ -286,10 +292,8 @@ def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dic
     proposed = PROPOSED[table]
     result["paired_test"] = paired_test(out, rows, proposed)
     result["cold_items"] = cold_slice(out, rows, scn.split("train").items, scn.split("test").targets, scn.n_items)
-    result["provenance"] = {**git_commit(), "seeds": list(range(seeds)), "data_hash": data_hash(scenario_dir),
-                            "config_hashes": {r: c.hash() for r, c in cfgs.items()}, "device": device,
-                            "versions": versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "command": " ".join(sys.argv)}
+    result["provenance"] = record(device, kind="table", seeds=list(range(seeds)), data_hash=data_hash(scenario_dir),
+                                  config_hashes={r: c.hash() for r, c in cfgs.items()})
     return result
 
 
@@ -299,6 +303,7 @@ def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dic
 def write_table(out: Path, t: dict) -> None:
     k = t["table"]
     atomic_write_json(Path(out) / f"table{k}.json", t)
+    t = load_table(out, k)  # the .md and .tex are what the file renders to (``hafvt provenance check`` compares)
     atomic_write_text(Path(out) / f"table{k}.md", to_markdown(t))
     atomic_write_text(Path(out) / f"table{k}.tex", to_latex(t))
 
@@ -370,7 +375,7 @@ def to_markdown(t: dict) -> str:
         L.append("| row | " + " | ".join(f"{d} {b}" for d in DOMAINS for b in labels) + " |")
         L.append("|" + "---|" * (1 + 2 * len(labels)))
         L.append("| *test lines* | " + " | ".join(str(c["n_lines"][d][b]) for d in DOMAINS for b in labels) + " |")
-        for row, e in c["rows"].items():
+        for row, e in ((r["row"], c["rows"][r["row"]]) for r in t["rows"] if r["row"] in c["rows"]):
             L.append(f"| {row} | " + " | ".join(_q(e["sampled"][d][b]["mrr"]) for d in DOMAINS for b in labels) + " |")
     L += ["", "## Runs", ""]
     for r in t["rows"]:
@@ -378,8 +383,10 @@ def to_markdown(t: dict) -> str:
         L.append(f"- {r['row']} (`{r['config']}`, config hash `{r['config_hash']}`): {links or 'none finished'}"
                  + (f" — errors: {'; '.join(r['errors'])}" if r["errors"] else ""))
     p = t["provenance"]
-    L += ["", "## Provenance", "", f"commit `{p['commit']}`{' (uncommitted changes)' if p['dirty'] else ''}; seeds {p['seeds']}; "
-          f"data hash `{p['data_hash'][:16]}`; device {p['device']}; created {p['created']}.", ""]
+    L += ["", "## Provenance", "", f"commit `{p['commit']}`{' (uncommitted changes to the sources)' if p['dirty'] else ''}; "
+          f"source hash `{p['source_hash']}`; seeds {p['seeds']}; data hash `{p['data_hash'][:16]}`; device {p['device']}; "
+          f"created {p['created']}.", "", f"Regenerate: `{p['command']}`"
+          + (f" (parameters: `{p['parameters_file']}`)" if p.get("parameters_file") else "") + ".", ""]
     return "\n".join(L)
 
 

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hafvt.candidates import load_or_draw
+from hafvt.candidates import candidates_path, load_or_draw
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, Views, scenario_views
 from hafvt.data.c2dsr import Scenario, read_scenario
 from hafvt.io import atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text
 from hafvt.metrics import full_ranks, metrics_from_ranks, per_domain, sampled_ranks
 from hafvt.models import build_model, needs_tables
-from hafvt.provenance import provenance
+from hafvt.provenance import run_provenance
 
 REPORTED_TIES = ("target", "average")
 
@@ -113,7 +113,7 @@ def load_tables(scenario_dir: Path, cfg: Config) -> tuple[dict, dict | None]:
     if missing:
         raise FileNotFoundError(f"embedding cache {emb.path} has no {' and '.join('image' if m == 'img' else 'text' for m in missing)} "
                                 f"table; run `hafvt embed {scenario_dir} ...` with images/titles enabled")
-    return tables, {**emb.manifest, "cache": str(emb.path)}
+    return tables, {**emb.manifest, "cache": Path(emb.path).resolve().relative_to(Path(scenario_dir).resolve()).as_posix()}
 
 
 def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "cpu", seed: int = 0,
@@ -140,7 +140,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     if trainable and cfg.compile and dev.type == "cuda":
         for enc in model.enc.values():
             enc.compile()
-    prov = provenance(scenario_dir, cfg.to_dict(), cfg.hash(), seed, device, manifest)
+    used = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
+    prov = run_provenance(scenario_dir, cfg.to_dict(), cfg.hash(), seed, device, manifest, used)
     state = {"epoch": 0, "history": [], "best": {}}
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():

@@ -56,6 +56,8 @@ from hafvt import book, viz
 from hafvt.data.labels import scenario_kind
 
 warnings.filterwarnings("ignore", category=UserWarning, module="tqdm")
+PARAMS = dict(target=target, scenario=scenario, runs=runs, publish=publish, device=device, epochs=epochs, seeds=seeds,
+              overrides=overrides, rows_table2=rows_table2, rows_table4=rows_table4, smoke=smoke)
 SMOKE = book.smoke_from_env(smoke)
 ROOT = book.repo_root()
 book.cpu_settings()  # subnormal floats made some CPU epochs 15x slower; see hafvt.book.cpu_settings
@@ -70,10 +72,11 @@ TABLES = RUNS / "tables"  # hafvt.reproduce writes TABLES/table<k>.* and TABLES/
 KIND = scenario_kind(SCENARIO)
 RUNS.mkdir(parents=True, exist_ok=True)
 plt.rcParams.update({"figure.dpi": 96, "savefig.dpi": 96, "font.size": 9})
-display(HTML(book.label_html(KIND)))'''
+display(HTML(book.label_html(KIND)))
+book.provenance_cell("{notebook}", PARAMS)'''
 
 
-def nb(cells: list, title: str) -> nbformat.NotebookNode:
+def nb(name: str, cells: list, title: str) -> nbformat.NotebookNode:
     out = []
     for c in cells:
         if isinstance(c, tuple):
@@ -85,7 +88,7 @@ def nb(cells: list, title: str) -> nbformat.NotebookNode:
         else:
             out.append(new_code_cell(c))
     book_cells = [out[0], new_code_cell(PARAMETERS, metadata={"tags": ["parameters", "hide-input"]}),
-                  new_code_cell(DERIVED, metadata={"tags": ["hide-input"]}), *out[1:]]
+                  new_code_cell(DERIVED.replace("{notebook}", name), metadata={"tags": ["hide-input"]}), *out[1:]]
     n = new_notebook(cells=book_cells, metadata={
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
@@ -107,7 +110,7 @@ def hide(code: str):
 NOTEBOOKS = {}
 
 # --------------------------------------------------------------------------------------------- 01
-NOTEBOOKS["01_dataset_statistics"] = nb([
+NOTEBOOKS["01_dataset_statistics"] = nb("01_dataset_statistics", [
     md("""
 # Dataset statistics
 
@@ -192,7 +195,7 @@ glue("cold_targets", record["test_targets_by_train_count"].get("0", 0) + record[
 ], "Dataset statistics")
 
 # --------------------------------------------------------------------------------------------- 02
-NOTEBOOKS["02_clip_embedding"] = nb([
+NOTEBOOKS["02_clip_embedding"] = nb("02_clip_embedding", [
     md("""
 # Image and title embeddings
 
@@ -337,7 +340,7 @@ recommender can use it is the question of the next pages.
 ], "Image and title embeddings")
 
 # --------------------------------------------------------------------------------------------- 03
-NOTEBOOKS["03_training"] = nb([
+NOTEBOOKS["03_training"] = nb("03_training", [
     md("""
 # Training HAF-VT
 
@@ -420,12 +423,15 @@ With seed 0, HAF-VT reaches a sampled MRR of {glue:text}`hafvt_mrr_x:.2f` in dom
 
 ## Provenance
 
-Every results file records where it came from: the commit, a hash of the configuration, the seed, a
-hash of the data files, the embedding cache, the device and the library versions.
+Every results file records where it came from: the commit, a hash of the source files that determine
+numbers (and whether they differed from the commit), the full configuration, the command or notebook
+parameters, the seed, a hash of the data files and of the saved candidates, the embedding cache's
+manifest, the device and the library versions. `hafvt provenance check` compares every committed
+results file with the current sources.
 """),
     hide('''\
 prov = {row: {k: (v if not isinstance(v, dict) else json.dumps(v)[:80]) for k, v in r["provenance"].items()
-              if k in ("commit", "dirty", "config_hash", "seed", "data_hash", "data_label", "device")}
+              if k in ("commit", "dirty", "source_hash", "config_hash", "seed", "data_hash", "data_label", "device")}
         for row, r in results.items()}
 display(pd.DataFrame(prov).astype(str))
 for row in results:
@@ -434,7 +440,7 @@ for row in results:
 ], "Training HAF-VT")
 
 # --------------------------------------------------------------------------------------------- 04
-NOTEBOOKS["04_main_results"] = nb([
+NOTEBOOKS["04_main_results"] = nb("04_main_results", [
     md("""
 # Main results: Tables 2 and 3
 
@@ -453,7 +459,7 @@ tables = {}
 for k, rows in ((2, rows_table2), (3, rows_table2)):  # same rows; the number picks the quoted scenario
     tables[k] = reproduce_table(SCENARIO, k, seeds, TABLES, device=device, epochs=epochs, overrides=OVERRIDES,
                                 rows=rows or None, progress=False)
-published = book.publish([TABLES / f"table{k}.{ext}" for k in tables for ext in ("json", "md", "tex")], PUBLISH)
+published = book.publish_tables(TABLES, tables, PUBLISH)
 for k, t in tables.items():
     done = {r["row"]: r["seeds_done"] for r in t["rows"]}
     print(f"table {k}: rows {done}; errors: {t['errors'] or 'none'}")''',
@@ -574,7 +580,7 @@ if published:
 ], "Main results: Tables 2 and 3")
 
 # --------------------------------------------------------------------------------------------- 05
-NOTEBOOKS["05_ablation"] = nb([
+NOTEBOOKS["05_ablation"] = nb("05_ablation", [
     md("""
 # Ablation: Table 4
 
@@ -599,7 +605,7 @@ from hafvt.reproduce import reproduce_table
 
 t4 = reproduce_table(SCENARIO, 4, seeds, TABLES, device=device, epochs=epochs, overrides=OVERRIDES,
                      rows=rows_table4 or None, progress=False)
-published = book.publish([TABLES / f"table4.{ext}" for ext in ("json", "md", "tex")], PUBLISH)
+published = book.publish_tables(TABLES, [4], PUBLISH)
 print({r["row"]: r["seeds_done"] for r in t4["rows"]}, "errors:", t4["errors"] or "none")''',
     hide('''\
 quoted_label = "Movie MRR [paper, quoted]"
@@ -615,7 +621,7 @@ for r in t4["rows"]:
 t4_df = pd.DataFrame(ours_rows).set_index("row")
 display(t4_df)
 if published:
-    display(HTML("Table files: " + book.link_list(published)))'''),
+    display(HTML("Table files: " + book.link_list([p for p in published if p.stem == "table4"])))'''),
     md("""
 X and Y are the two domains of the data named in the banner; in the paper they are Movie and Book. The quoted column is the paper's Movie MRR; the "ours" columns are mean ± std
 over seeds, x100, sampled (999 negatives) and full ranking.
@@ -668,7 +674,7 @@ display(pd.DataFrame({f"domain {d}": ({"row A": e["row_a"], "baseline B": e["row
 ], "Ablation: Table 4")
 
 # --------------------------------------------------------------------------------------------- 06
-NOTEBOOKS["06_attention"] = nb([
+NOTEBOOKS["06_attention"] = nb("06_attention", [
     md("""
 # What the model attends to
 

@@ -302,11 +302,13 @@ def write_scenario(scn: Scenario, path: str | Path) -> Path:
     return path
 
 
-def data_hash(path: str | Path) -> str:
-    """sha256 over the scenario's benchmark files (names and bytes), for provenance."""
+def data_hash(path: str | Path, extra_files=()) -> str:
+    """sha256 over the scenario's benchmark files and ``extra_files`` (e.g. the saved candidates a run
+    scored with; names relative to the scenario, and bytes), for provenance."""
     path = Path(path)
     h = hashlib.sha256()
-    for fname in ("Alist.txt", "Blist.txt", "userlist.txt", *SPLIT_FILES.values()):
+    extra = [Path(f).relative_to(path).as_posix() for f in extra_files]
+    for fname in ("Alist.txt", "Blist.txt", "userlist.txt", *SPLIT_FILES.values(), *extra):
         p = path / fname
         if p.is_file():
             h.update(fname.encode() + b"\0")

@@ -13,6 +13,16 @@ from hafvt.data.c2dsr import Scenario
 NOT_COMPARABLE = "derived real-data mini benchmark: trained on part of the valid split, not comparable with the paper"
 
 
+def _source_of(src: Scenario) -> dict:
+    """The source scenario as provenance records it: a portable path and its data hash."""
+    if src.source is None:
+        return {"source": src.name}
+    from hafvt.data.c2dsr import data_hash
+    from hafvt.provenance import portable
+
+    return {"source": portable(src.source), "source_hash": data_hash(src.source)}
+
+
 def derive(src: Scenario, train_from: str = "valid", train_fraction: float = 0.9, seed: int = 0) -> Scenario:
     """Split ``src.<train_from>`` by user into a train part and a new valid part; keep test."""
     if train_from not in ("valid", "test"):
@@ -31,6 +41,6 @@ def derive(src: Scenario, train_from: str = "valid", train_fraction: float = 0.9
         valid=pool.subset(np.flatnonzero(~in_train)),
         test=src.split(other),
         name=f"{src.name}-derived",
-        report={"derived_from": str(src.source or src.name), "train_from": train_from,
+        report={**_source_of(src), "train_from": train_from,
                 "train_fraction": train_fraction, "seed": seed, "label": NOT_COMPARABLE},
     )

@@ -1,0 +1,183 @@
+"""Provenance that cannot lie: source hashes, a dirty flag over sources only, portable paths, and
+``hafvt provenance check`` on the committed results."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from hafvt import provenance
+from hafvt.cli import main as cli
+from hafvt.config import load_config
+from hafvt.data.c2dsr import data_hash
+from hafvt.provenance import ABSOLUTE, check, git_commit, portable, source_hash
+from hafvt.train import run
+from helpers import REPO, tiny_demo
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A clone of the committed repository (what CI and a new user get)."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    dest = tmp_path_factory.mktemp("clone") / "hafvt"
+    _git(REPO, "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest))
+    _git(dest, "config", "user.email", "t@example.org")
+    _git(dest, "config", "user.name", "t")
+    return dest
+
+
+def test_committed_results_are_made_by_the_committed_sources(clone):
+    """What `make test` checks on the working tree, here on the clean clone: every committed results
+    file (tables, their runs, executed notebooks) was made by HEAD's sources and holds no absolute path."""
+    problems = check(root=clone)
+    assert problems == [], "\n".join(f"{p['file']}: {p['problem']}" for p in problems)
+
+
+def test_one_character_change_to_the_model_makes_the_book_stale(clone, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(clone, work, ignore=shutil.ignore_patterns(".git"))
+    model = work / "hafvt" / "models" / "hafvt.py"
+    model.write_text(model.read_text() + "#")
+    problems = check(root=work)
+    stale = {p["file"] for p in problems if p["problem"].startswith("stale")}
+    assert {f"book/notebooks/{n}" for n in ("03_training.ipynb", "04_main_results.ipynb")} <= stale
+    assert "book/_static/results/demo/table2.json" in stale
+    assert all(p["changed"] == ["hafvt/models/hafvt.py"] for p in problems if p["problem"].startswith("stale"))
+
+
+def test_cli_check_exit_codes_and_names_the_file(clone, tmp_path, capsys):
+    res = tmp_path / "r.json"
+    res.write_text(json.dumps({"provenance": provenance.record()}))
+    assert cli(["provenance", "check", str(res)]) == 0
+    rec = provenance.record()
+    rec["sources"]["hafvt/models/hafvt.py"] = "0" * 16
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
+    res.write_text(json.dumps({"provenance": rec}))
+    capsys.readouterr()
+    assert cli(["provenance", "check", str(res)]) == 1
+    out = capsys.readouterr().out
+    assert "stale" in out and "hafvt/models/hafvt.py" in out
+    res.write_text(json.dumps({"metrics": {}}))
+    assert cli(["provenance", "check", str(res)]) == 1
+    assert "no provenance record" in capsys.readouterr().out
+
+
+def test_dirty_only_for_source_files(clone):
+    assert git_commit(clone) == {"commit": _git(clone, "rev-parse", "HEAD").strip(), "dirty": False}
+    for f in ("book/notebooks/03_training.ipynb", "README.md"):  # executed notebooks, prose: not sources
+        (clone / f).write_text((clone / f).read_text() + " ")
+    (clone / "results" / "new.json").write_text("{}")
+    assert git_commit(clone)["dirty"] is False
+    cfg = clone / "configs" / "hafvt.yaml"
+    cfg.write_text(cfg.read_text() + "\n# changed\n")
+    assert git_commit(clone)["dirty"] is True
+    _git(clone, "checkout", "--", "configs/hafvt.yaml")
+    (clone / "hafvt" / "new_module.py").write_text("x = 1\n")  # an untracked source file counts
+    assert git_commit(clone)["dirty"] is True
+    (clone / "hafvt" / "new_module.py").unlink()
+
+
+def test_notebook_hash_ignores_outputs_and_metadata(tmp_path):
+    nb = json.loads((REPO / "notebooks" / "03_training.ipynb").read_text())
+    a = tmp_path / "a.ipynb"
+    a.write_text(json.dumps(nb))
+    before = provenance.file_digest(a)
+    nb["metadata"]["widgets"] = {"x": 1}
+    nb["cells"][1]["execution_count"] = 7
+    a.write_text(json.dumps(nb, indent=2))
+    assert provenance.file_digest(a) == before
+    nb["cells"][1]["source"] = nb["cells"][1]["source"] + ["\n# edited"] if isinstance(nb["cells"][1]["source"], list) \
+        else nb["cells"][1]["source"] + "\n# edited"
+    a.write_text(json.dumps(nb))
+    assert provenance.file_digest(a) != before
+
+
+def test_copy_without_git_uses_the_commit_it_is_told(monkeypatch):
+    monkeypatch.setenv("HAFVT_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("HAFVT_SOURCE_HASH", source_hash())
+    assert git_commit() == {"commit": "abc123", "dirty": False}
+    monkeypatch.setenv("HAFVT_SOURCE_HASH", "0" * 16)
+    assert git_commit()["dirty"] is True
+
+
+def test_portable_paths(tmp_path):
+    assert portable(REPO / "build" / "demo") == "build/demo"
+    assert portable(REPO) == "."
+    assert portable(tmp_path / "x").startswith("$TMPDIR/") or not str(tmp_path).startswith("/tmp")
+    assert not portable(REPO.parent / "shared" / "data").startswith("/")
+
+
+def test_run_records_sources_data_candidates_and_no_absolute_path(tmp_path, monkeypatch):
+    d = tiny_demo(tmp_path)
+    monkeypatch.setattr("sys.argv", [str(REPO / ".venv" / "bin" / "hafvt"), "train", str(d), "--out", str(tmp_path / "r")])
+    cfg = load_config(REPO / "configs" / "hafvt.yaml", ["epochs=1", "q=16", "n_neg=19"])
+    res = run(d, cfg, tmp_path / "r", progress=False)
+    p = res["provenance"]
+    assert p["source_hash"] == source_hash() and p["sources"]["hafvt/models/hafvt.py"]
+    assert p["config"] == cfg.to_dict() and p["command"].startswith("hafvt train ")
+    assert p["candidates"] == ["candidates/valid-neg19-seed0.npy", "candidates/test-neg19-seed0.npy"]
+    assert p["data_hash"] == data_hash(d, [d / c for c in p["candidates"]]) != data_hash(d)
+    assert p["embeddings"]["manifest_hash"] and p["embeddings"]["model"] == "test-fixture"
+    text = (tmp_path / "r" / "results.json").read_text()
+    assert not ABSOLUTE.search(text) and str(tmp_path) not in text and str(REPO) not in text
+    # the candidates are part of the data: another draw is another data hash
+    np.save(d / p["candidates"][1], np.load(d / p["candidates"][1])[:, ::-1].copy())
+    assert data_hash(d, [d / c for c in p["candidates"]]) != p["data_hash"]
+
+
+def test_derived_scenario_records_its_source(tmp_path):
+    d = tiny_demo(tmp_path)
+    out = tmp_path / "derived"
+    assert cli(["derive", str(d), str(out), "--train-fraction", "0.8", "--seed", "3"]) == 0
+    info = json.loads((out / "derived.json").read_text())
+    assert info["source_hash"] == data_hash(d) and info["train_fraction"] == 0.8 and info["seed"] == 3
+    assert not info["source"].startswith("/")
+
+
+def test_reproduce_records_its_parameters_file(tmp_path):
+    d = tiny_demo(tmp_path)
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"target": "t", "device": "cpu", "epochs": 1, "seeds": 1, "overrides": {"hidden": 8, "n_neg": 19},
+                                      "rows_table2": ["popularity", "gru4rec"], "rows_table4": []}))
+    out = tmp_path / "t2"
+    provenance.set_invocation(None)
+    try:
+        assert cli(["reproduce", str(d), "--table", "2", "--params", str(params), "--quiet", "--out", str(out)]) == 0
+    finally:
+        provenance.set_invocation(None)
+    t = json.loads((out / "table2.json").read_text())
+    assert [r["row"] for r in t["rows"]] == ["popularity", "gru4rec"]
+    assert t["provenance"]["parameters"] == yaml.safe_load(params.read_text())
+    assert t["rows"][1]["resolved_config"]["hidden"] == 8 and t["rows"][1]["resolved_config"]["epochs"] == 1
+    assert "Regenerate: `" in (out / "table2.md").read_text()
+    assert check([out]) == []  # made by the current sources, md/tex equal to what the json renders to
+
+
+def test_committed_results_record_their_parameters_file_and_their_links_resolve():
+    """Every committed table and executed notebook names the command that regenerates it; the parameters
+    it recorded are that command's parameters file, as committed; every link to a run resolves."""
+    import re
+
+    demo = yaml.safe_load((REPO / "notebooks" / "params" / "demo.yaml").read_text())
+    notebooks = sorted((REPO / "book" / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 6
+    for nb in notebooks:
+        (rec,) = provenance.records_in(nb)
+        assert rec["command"] == "make notebooks TARGET=demo" and rec["parameters"] == demo, nb.name
+        assert rec["dirty"] is False, f"{nb.name} was executed with uncommitted source changes"
+    tables = sorted((REPO / "book" / "_static" / "results").rglob("table*.json")) + sorted((REPO / "results").rglob("table*.json"))
+    assert len(tables) >= 4
+    for f in tables:
+        p = json.loads(f.read_text())["provenance"]
+        params = yaml.safe_load((REPO / p["parameters_file"]).read_text())
+        assert p["parameters"] == params, f"{f}: recorded parameters differ from {p['parameters_file']}"
+        md = f.with_suffix(".md").read_text()
+        links = re.findall(r"\]\(([^)]+)\)", md)
+        assert links and all((f.parent / link).is_file() for link in links), f"{f.with_suffix('.md')}: dead link"
