@@ -154,6 +154,28 @@ def publish_tables(tables_dir: str | Path, tables, dest: str | Path | None) -> l
     return out
 
 
+def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str) -> str:
+    """One sentence per domain comparing ``row`` with ``base`` in a table (sampled MRR, mean over seeds)
+    with the papers' quoted gain, saying in words whether our numbers agree with the paper's claim."""
+    done = {r["row"]: r for r in table["rows"] if r["seeds_done"]}
+    if row not in done or base not in done:
+        return f"*{row_name} or {base_name} did not run on this data; no comparison.*"
+    quoted = {r: (done[r]["quoted"] or {}).get("X", {}).get("mrr") for r in (row, base)}
+    out = []
+    if None not in quoted.values():
+        out.append(f"In the paper {row_name} scores {quoted[row] - quoted[base]:+.2f} MRR points against {base_name} "
+                   f"on {table['domains']['X']} (*quoted*).")
+    for d in ("X", "Y"):
+        a, b = (done[r]["metrics"]["sampled"][d]["mrr"] for r in (row, base))
+        gain, noise = a["mean"] - b["mean"], max(a["std"], b["std"])
+        verdict = ("**agrees with the paper's claim**" if gain > noise else
+                   "**contradicts the paper's claim**" if gain < -noise else
+                   "is **within the seed-to-seed spread** (no evidence either way)")
+        out.append(f"Here, in domain {d} ({table['label']}), it scores {gain:+.2f} points (mean over "
+                   f"{done[row]['seeds_done']} seeds; the larger std of the two rows is {noise:.2f}): this {verdict}.")
+    return " ".join(out)
+
+
 def provenance_cell(notebook: str, parameters: dict) -> dict:
     """Record how this notebook is being executed (its papermill parameters) for every results file it
     writes, and show the provenance of the page; the full record is kept in the output's metadata,
