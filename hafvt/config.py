@@ -61,6 +61,7 @@ class Config:
     batch_size: int = _f(256, "paper", "Mini-batch size of both papers.")
     epochs: int = _f(100, "paper", "Training epochs of both papers.")
     eval_every: int = _f(5, "protocol", "C2DSR's code validates every 5 epochs (the papers do not say).")
+    patience: int = _f(4, "choice", "Stop after this many evaluations in which neither domain's validation MRR improved, and keep each domain's best (0 = train all epochs). The papers train 100 epochs and report the best validation epoch; patience selects the same epoch unless the curve recovers later, and lets a table set a generous epoch budget so that no row is reported while its curve still rises.")
     amp: bool = _f(True, "choice", "bf16 autocast on CUDA (ignored on CPU).")
     compile: bool = _f(False, "choice", "torch.compile the encoders (CUDA only).")
     # --- evaluation
@@ -86,6 +87,8 @@ class Config:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.model == "hafvt" and sum(modality_weights(self).values()) <= 0:
             raise ValueError("alpha/beta leave no weight on any modality")
+        if self.patience < 0 or self.eval_every < 1:
+            raise ValueError(f"patience must be >= 0 and eval_every >= 1, got {self.patience} and {self.eval_every}")
         return self
 
     def to_dict(self) -> dict:

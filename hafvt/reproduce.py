@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hafvt.executor import finished
 from hafvt.io import atomic_write_json, atomic_write_text
 from hafvt.metrics import metrics_from_ranks
 
@@ -98,42 +99,87 @@ def run_dir(out: Path, row: str, seed: int) -> Path:
     return Path(out) / "runs" / row / f"seed{seed}"
 
 
-def finished(rd: Path) -> bool:
-    """A run is done when it has its results and its per-line test ranks (a committed table keeps only
-    the results.json of its runs; the ranks, needed for the paired test, are regenerated)."""
-    return (rd / "results.json").is_file() and (rd / "test_ranks.npz").is_file()
+PAPER_GRID = {"lr": [1e-3, 5e-4, 1e-4], "l2": [1e-4, 5e-5, 1e-5]}  # both papers' grids (section 4.1)
+GRID_RULE = ("each trainable row's lr x l2 point is chosen with seed 0 by the mean over the two domains of the "
+             "validation MRR at each domain's selected epoch; the other seeds then train at that point")
+
+
+def grid_dir(out: Path, row: str, lr: float, l2: float) -> Path:
+    return Path(out) / "grid" / row / f"lr{lr:g}-l2{l2:g}"
+
+
+def _valid_score(results: dict) -> float:
+    return sum(results["valid_at_selected"][d]["sampled"]["mrr"] for d in DOMAINS) / len(DOMAINS)
+
+
+def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, overrides, device, workers, progress,
+                scn) -> tuple[dict, list]:
+    """Train seed 0 of every row at every point of ``PAPER_GRID``; pick each row's point on validation.
+
+    Returns ``({row: {"points": {point: score}, "selected": {"lr", "l2"}}}, errors)`` and updates ``cfgs``;
+    the selected point's run becomes the row's seed-0 run (it is not trained twice).
+    """
+    from hafvt.executor import Job, execute
+
+    points = [(lr, l2) for lr in PAPER_GRID["lr"] for l2 in PAPER_GRID["l2"]]
+    jobs = [Job(f"{row} lr={lr:g} l2={l2:g}", row_config(row, epochs, [*overrides, f"lr={lr}", f"l2={l2}"]).to_dict(),
+                grid_dir(out, row, lr, l2), 0) for row in rows for lr, l2 in points]
+    errors = execute(scenario_dir, jobs, device, workers, progress, desc="grid", scenario=scn)
+    grid = {}
+    for row in rows:
+        scores = {}
+        for lr, l2 in points:
+            f = grid_dir(out, row, lr, l2) / "results.json"
+            if f.is_file():
+                scores[(lr, l2)] = _valid_score(json.loads(f.read_text()))
+        if not scores:
+            continue
+        lr, l2 = max(scores, key=scores.get)  # first of equal scores in grid order
+        cfgs[row] = row_config(row, epochs, [*overrides, f"lr={lr}", f"l2={l2}"])
+        seed0 = run_dir(out, row, 0)
+        if not finished(seed0):
+            seed0.mkdir(parents=True, exist_ok=True)
+            for name in ("results.json", "test_ranks.npz"):
+                shutil.copy2(grid_dir(out, row, lr, l2) / name, seed0 / name)
+        grid[row] = {"points": {f"lr={a:g} l2={b:g}": 100 * v for (a, b), v in scores.items()},
+                     "selected": {"lr": lr, "l2": l2}}
+    return grid, errors
 
 
 def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
-                    overrides=(), rows=None, progress: bool = True) -> dict:
-    """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files."""
-    from tqdm.auto import tqdm
+                    overrides=(), rows=None, progress: bool = True, grid: str | None = None, grid_rows=None,
+                    workers: int = 1) -> dict:
+    """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files.
 
+    ``grid="paper"`` first searches the papers' lr x l2 grid for the trainable rows (``grid_rows``, default
+    all of them; ``GRID_RULE``); ``workers`` trains that many runs at once (``hafvt.executor``).
+    """
     from hafvt.data.c2dsr import read_scenario
-    from hafvt.train import run
+    from hafvt.executor import Job, execute
 
     if table not in TABLE_ROWS:
         raise ValueError(f"table must be one of {sorted(TABLE_ROWS)}, got {table}")
     if seeds < 1:
         raise ValueError("seeds must be >= 1")
+    if grid not in (None, "", "none", "paper"):
+        raise ValueError(f"grid must be 'paper' or none, got {grid!r}")
     scenario_dir, out = Path(scenario_dir), Path(out)
     rows = list(rows or TABLE_ROWS[table])
     cfgs = {row: row_config(row, epochs, overrides) for row in rows}
     scn = read_scenario(scenario_dir)
-    errors = []
-    jobs = [(row, s) for row in rows for s in range(seeds)]
-    bar = tqdm(jobs, desc=f"table {table}", unit="run", disable=not progress)
-    for row, seed in bar:
-        bar.set_postfix_str(f"{row} seed {seed}")
-        rd = run_dir(out, row, seed)
-        if finished(rd):
-            continue
-        try:
-            run(scenario_dir, cfgs[row], rd, device=device, seed=seed, progress=False, scenario=scn)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:  # e.g. a row needing an embedding cache
-            errors.append({"row": row, "seed": seed, "error": f"{type(e).__name__}: {e}"})
-            tqdm.write(f"table {table}: {row} seed {seed} failed: {e}", file=sys.stderr)
+    searched, errors = {}, []
+    if grid == "paper":
+        wanted = [r for r in (grid_rows or rows) if r in rows and r not in COUNT_BASED]
+        searched, grid_errors = search_grid(scenario_dir, out, wanted, cfgs, epochs, overrides, device, workers, progress, scn)
+        errors += [{"row": e["label"].split()[0], "seed": 0, "error": e["error"]} for e in grid_errors]
+    jobs = [Job(f"{row} seed {s}", cfgs[row].to_dict(), run_dir(out, row, s), s) for row in rows for s in range(seeds)]
+    for e in execute(scenario_dir, jobs, device, workers, progress, desc=f"table {table}", scenario=scn if workers <= 1 else None):
+        row, _, seed = e["label"].rpartition(" seed ")
+        errors.append({"row": row, "seed": int(seed), "error": e["error"]})
     result = build_table(scenario_dir, table, seeds, out, cfgs, scn, errors, device)
+    result["grid"] = {"searched": "paper" if grid == "paper" else "none: every row at its config's lr and l2",
+                      "values": PAPER_GRID if grid == "paper" else None, "rule": GRID_RULE if grid == "paper" else None,
+                      "rows": searched}
     write_table(out, result)
     return result
 
@@ -265,6 +311,10 @@ def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dic
             entry["metrics"] = _aggregate(results, "metrics")
             entry["metrics_average_ties"] = _aggregate(results, "metrics_average_ties")
             entry["seconds_per_run"] = float(np.mean([r["seconds"] for r in results]))
+            entry["selected_epoch"] = {d: [r["selected_epoch"][d] for r in results] for d in DOMAINS}
+            entry["last_epoch"] = [r["last_epoch"] for r in results]
+            # a seed whose selected epoch is the last one of a run that patience did not stop: still rising
+            entry["still_rising"] = {d: sum(r["selected_at_last_epoch"][d] for r in results) for d in DOMAINS}
             entry["devices"] = sorted({r["provenance"]["device"] for r in results})
         q = QUOTED_ROW[table].get(row)
         entry["quoted"] = None if q is None else {
@@ -338,21 +388,32 @@ def to_markdown(t: dict) -> str:
     L.append("")
     hdr = _header(t)
     for kind, title in (("sampled", "Sampled ranking (target + 999 negatives)"), ("full", "Full ranking (every item of the domain)")):
-        L += [f"## {title}", "", "| row | role | seeds | " + " | ".join(hdr) + (f" | {X} MRR [paper, quoted] | {Y} MRR [paper, quoted] |" if kind == "sampled" else " |"),
-              "|" + "---|" * (3 + len(hdr) + (2 if kind == "sampled" else 0))]
+        extra = [f"{X} MRR [paper, quoted]", f"{Y} MRR [paper, quoted]", "selected epoch X / Y"] if kind == "sampled" else []
+        L += [f"## {title}", "", "| " + " | ".join(["row", "role", "seeds", *hdr, *extra]) + " |",
+              "|" + "---|" * (3 + len(hdr) + len(extra))]
         for r in t["rows"]:
             if not r["seeds_done"]:
-                L.append(f"| {r['row']} | {r['role']} | 0 | " + " | ".join(["failed" if r["errors"] else "–"] * len(hdr)) + (" | – | – |" if kind == "sampled" else " |"))
+                L.append(f"| {r['row']} | {r['role']} | 0 | " + " | ".join(["failed" if r["errors"] else "–"] * len(hdr)) + (" | – | – | – |" if kind == "sampled" else " |"))
                 continue
             rowcells = [r["row"] + (" (ties: " + r["tie"] + ")" if r["count_based"] else ""), r["role"], str(r["seeds_done"])] + _cells(r["metrics"][kind])
             if kind == "sampled":
                 q = r["quoted"]
-                rowcells += [_q(q and q["X"]["mrr"]), _q(q and q["Y"]["mrr"])]
+                rowcells += [_q(q and q["X"]["mrr"]), _q(q and q["Y"]["mrr"]), selected_epochs(r)]
             L.append("| " + " | ".join(rowcells) + " |")
             if r["count_based"]:
                 L.append("| " + " | ".join([f"{r['row']} (average-rank ties)", r["role"], str(r["seeds_done"])] + _cells(r["metrics_average_ties"][kind])
-                                          + (["–", "–"] if kind == "sampled" else [])) + " |")
+                                          + (["–", "–", "–"] if kind == "sampled" else [])) + " |")
         L.append("")
+    if any(rising_note(r) for r in t["rows"]):
+        L += ["**Still rising:** " + "; ".join(rising_note(r) for r in t["rows"] if rising_note(r))
+              + " — selected at the last epoch of a run that patience did not stop; more epochs may raise these rows.", ""]
+    g = t.get("grid") or {}
+    L += ["## Learning rate and L2", "", f"Grid: {g.get('searched', 'none')}."
+          + (f" Values {g['values']}; {g['rule']}." if g.get("values") else "")]
+    for row, e in (g.get("rows") or {}).items():
+        L.append(f"- {row}: selected lr {e['selected']['lr']:g}, l2 {e['selected']['l2']:g} (validation MRR x100 per point: "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in e["points"].items()) + ")")
+    L.append("")
     L += ["## Quoted from the papers (not re-run; the papers' data and protocol)", "",
           "| paper | row [quoted] | " + " | ".join(hdr) + " |", "|" + "---|" * (2 + len(hdr))]
     for q in t["quoted"]:
@@ -388,6 +449,22 @@ def to_markdown(t: dict) -> str:
           f"created {p['created']}.", "", f"Regenerate: `{p['command']}`"
           + (f" (parameters: `{p['parameters_file']}`)" if p.get("parameters_file") else "") + ".", ""]
     return "\n".join(L)
+
+
+def selected_epochs(r: dict) -> str:
+    """Mean selected epoch per domain over seeds, with the flag of a still-rising curve."""
+    if not r.get("selected_epoch") or r["count_based"]:
+        return "–"
+    flag = " (still rising)" if rising_note(r) else ""
+    return " / ".join(f"{np.mean(r['selected_epoch'][d]):.0f}" for d in DOMAINS) + f" of ≤{max(r['last_epoch'])}" + flag
+
+
+def rising_note(r: dict) -> str:
+    n = r.get("still_rising") or {}
+    if r["count_based"] or not any(n.values()):
+        return ""
+    seeds = r["seeds_done"]
+    return f"{r['row']} (" + ", ".join(f"{d}: {k} of {seeds} seeds" for d, k in n.items() if k) + ")"
 
 
 def _tex(s: str) -> str:

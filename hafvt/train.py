@@ -158,6 +158,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         raise ValueError("a trainable model needs epochs >= 1")
     first = state["epoch"] + 1 if state["history"] else (1 if trainable else 0)
     for epoch in range(first, epochs + 1):
+        if state.get("stopped"):  # a resumed run that had already stopped early
+            break
         t_epoch = time.perf_counter()
         loss = train_epoch(model, opt, views["train"], cfg, seed, epoch, dev, progress) if epoch > 0 else None
         entry = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - t_epoch, 3)}
@@ -166,12 +168,18 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             valid = metrics_of(ranks["valid"], domains["valid"], cfg.tie)
             entry["valid"] = valid["sampled"]
             entry["test"] = metrics_of(ranks["test"], domains["test"], cfg.tie)["sampled"]
+            improved = False
             for d in ("X", "Y"):
                 mrr = valid["sampled"][d]["mrr"]
                 if d not in state["best"] or mrr > state["best"][d]["valid_mrr"]:
                     keep = domains["test"] == (0 if d == "X" else 1)
                     state["best"][d] = {"epoch": epoch, "valid_mrr": mrr, "valid": {k: valid[k][d] for k in valid},
                                         "test_ranks": {f"{k}/{t}": r[keep] for (k, t), r in ranks["test"].items()}}
+                    improved = True
+            # patience: stop after cfg.patience evaluations in which neither domain's validation MRR improved
+            state["stale_evals"] = 0 if improved else state.get("stale_evals", 0) + 1
+            if trainable and cfg.patience and state["stale_evals"] >= cfg.patience:
+                state["stopped"] = epoch
         state["epoch"] = epoch
         state["history"].append(entry)
         if progress:
@@ -197,11 +205,17 @@ def summarise(state: dict, cfg: Config, prov: dict, seconds: float) -> dict:
                 out[kind][d] = metrics_from_ranks(torch.from_numpy(state["best"][d]["test_ranks"][f"{kind}/{tie}"]))
         return out
 
+    trained = state["epoch"] > 0
     return {
         "metrics": at_best(cfg.tie),
         "metrics_average_ties": at_best("average"),
         "tie": cfg.tie,
         "selected_epoch": {d: state["best"][d]["epoch"] for d in ("X", "Y")},
+        "last_epoch": state["epoch"],
+        "stopped_early": bool(state.get("stopped")),
+        # selected at the last epoch of a run that was not stopped by patience: the curve may still rise
+        "selected_at_last_epoch": {d: trained and not state.get("stopped") and state["best"][d]["epoch"] == state["epoch"]
+                                   for d in ("X", "Y")},
         "valid_at_selected": {d: state["best"][d]["valid"] for d in ("X", "Y")},
         "history": state["history"],
         "label": prov["data_label"],
