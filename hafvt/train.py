@@ -144,13 +144,13 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     state = {"epoch": 0, "history": [], "best": {}}
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
-        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        saved = load_checkpoint(ckpt, dev)
         if (saved["config_hash"], saved["seed"], saved["data_hash"]) != (cfg.hash(), seed, prov["data_hash"]):
             raise ValueError(f"{ckpt} belongs to another config, seed or data; use another --out or delete it")
         model.load_state_dict(saved["model"])
         if opt is not None:
             opt.load_state_dict(saved["optim"])
-        state = saved["state"]
+        state = _state_from_ckpt(saved["state"])
     epochs = cfg.epochs if trainable else 0
     domains = {s: views[s].domain.cpu().numpy() for s in ("valid", "test")}
     if trainable and epochs < 1:
@@ -178,12 +178,34 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
         atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
         if "valid" in entry and trainable:
-            atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": state,
+            atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": _state_to_ckpt(state),
                                      "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"]})
     results = summarise(state, cfg, prov, time.perf_counter() - t0)
     atomic_write_json(out / "results.json", results)
     save_test_ranks(out / "test_ranks.npz", state, domains["test"])
     return results
+
+
+def load_checkpoint(path: Path, map_location=None) -> dict:
+    """A checkpoint of tensors and plain types; ``weights_only=True``, so opening a run never runs its code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load, the checkpoint holds objects other than tensors and plain "
+                         f"types (loading it would run pickled code): {str(e).splitlines()[0]}") from None
+
+
+def _state_to_ckpt(state: dict) -> dict:
+    """The training state with its numpy rank arrays as tensors (``weights_only`` loads no numpy)."""
+    best = {d: {**b, "test_ranks": {k: torch.from_numpy(r) for k, r in b["test_ranks"].items()}} for d, b in state["best"].items()}
+    return {**state, "best": best}
+
+
+def _state_from_ckpt(state: dict) -> dict:
+    best = {d: {**b, "test_ranks": {k: r.cpu().numpy() for k, r in b["test_ranks"].items()}} for d, b in state["best"].items()}
+    return {**state, "best": best}
 
 
 def summarise(state: dict, cfg: Config, prov: dict, seconds: float) -> dict:

@@ -88,3 +88,32 @@ def test_scenario_without_train_split_says_how_to_derive(tmp_path):
     write_scenario(scn, tmp_path / "notrain")
     with pytest.raises(FileNotFoundError, match="hafvt derive"):
         train_mod.run(tmp_path / "notrain", small_cfg("id-merged"), tmp_path / "r", progress=False)
+
+
+def _touch(path):  # what a hostile checkpoint would run on load
+    open(path, "w").close()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return _touch, (self.marker,)
+
+
+def test_checkpoint_is_tensors_and_plain_types_and_a_pickled_object_is_refused(demo, tmp_path):
+    import torch
+
+    train_mod.run(demo, small_cfg(epochs=2), tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    saved = torch.load(ckpt, weights_only=True)  # loads without allowing any pickled class
+    assert isinstance(saved["state"]["best"]["X"]["test_ranks"]["sampled/target"], torch.Tensor)
+    marker = tmp_path / "code-ran"
+    saved["state"]["extra"] = _Payload(str(marker))
+    torch.save(saved, ckpt)
+    with pytest.raises(ValueError, match=r"checkpoint\.pt.*refused"):
+        train_mod.run(demo, small_cfg(epochs=2), tmp_path / "run", progress=False)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=str(ckpt)):
+        train_mod.load_checkpoint(ckpt)
