@@ -33,22 +33,23 @@ REPORTED_TIES = ("target", "average")
 
 
 @torch.no_grad()
-def rank_split(model, views: Views, candidates: torch.Tensor, n_x: int, batch_size: int = 256) -> dict:
+def rank_split(model, views: Views, candidates: torch.Tensor, n_x: int, batch_size: int = 256,
+               ties: tuple = REPORTED_TIES) -> dict:
     """Ranks of every line's target: sampled (its candidates) and full (its whole domain), per tie policy."""
     model.eval()
-    out = {(kind, tie): [] for kind in ("sampled", "full") for tie in REPORTED_TIES}
+    out = {(kind, tie): [] for kind in ("sampled", "full") for tie in ties}
     for start in range(0, len(views), batch_size):
         rows = torch.arange(start, min(start + batch_size, len(views)), device=views.target.device)
         batch = views.index(rows)
         P = model.scores(batch)
         cand = P.gather(1, candidates[rows])
         target, dom = batch["target"], batch["domain"]
-        full = {tie: torch.empty(len(rows), dtype=torch.float64, device=P.device) for tie in REPORTED_TIES}
+        full = {tie: torch.empty(len(rows), dtype=torch.float64, device=P.device) for tie in ties}
         for d, cols in ((0, slice(0, n_x)), (1, slice(n_x, None))):
             sel = dom == d
-            for tie in REPORTED_TIES:
+            for tie in ties:
                 full[tie][sel] = full_ranks(P[sel][:, cols], target[sel] - (n_x if d else 0), tie=tie)
-        for tie in REPORTED_TIES:
+        for tie in ties:
             out[("sampled", tie)].append(sampled_ranks(cand, tie=tie).cpu())
             out[("full", tie)].append(full[tie].cpu())
     return {k: torch.cat(v).numpy() for k, v in out.items()}
@@ -161,7 +162,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         loss = train_epoch(model, opt, views["train"], cfg, seed, epoch, dev, progress) if epoch > 0 else None
         entry = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - t_epoch, 3)}
         if epoch == epochs or (epoch > 0 and epoch % cfg.eval_every == 0):
-            ranks = {s: rank_split(model, views[s], cands[s], scn.n_x) for s in ("valid", "test")}
+            ties = tuple(dict.fromkeys((*REPORTED_TIES, cfg.tie)))  # cfg.tie may be 'against'
+            ranks = {s: rank_split(model, views[s], cands[s], scn.n_x, ties=ties) for s in ("valid", "test")}
             valid = metrics_of(ranks["valid"], domains["valid"], cfg.tie)
             entry["valid"] = valid["sampled"]
             entry["test"] = metrics_of(ranks["test"], domains["test"], cfg.tie)["sampled"]
