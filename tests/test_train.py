@@ -116,3 +116,37 @@ def test_checkpoint_is_tensors_and_plain_types_and_a_pickled_object_is_refused(d
     assert not marker.exists()
     with pytest.raises(ValueError, match=str(ckpt)):
         train_mod.load_checkpoint(ckpt)
+
+
+def test_rank_split_ranks_each_target_within_its_own_domain():
+    import torch
+
+    from hafvt.data.batches import build_views
+    from hafvt.data.c2dsr import Sequences
+
+    n_x, n_y = 4, 5
+    lines = [[0, 2], [3, 1], [0, 6], [5, 8]]  # targets 2 (X), 1 (X), 6 (Y), 8 (Y)
+    views = build_views(Sequences.from_lists([0, 1, 2, 3], [0, 1, 2, 3], lines, [[1, 2]] * 4), n_x, n_x + n_y, maxlen=3)
+    # every item of the OTHER domain scores above the target: it must not count in the full rank
+    P = torch.tensor([[0.9, 0.1, 0.5, 0.5, 5.0, 5.0, 5.0, 5.0, 5.0],   # target 2: one above, one tied
+                      [0.2, 0.8, 0.3, 0.1, 9.0, 9.0, 9.0, 9.0, 9.0],   # target 1: top of X
+                      [7.0, 7.0, 7.0, 7.0, 0.1, 0.6, 0.4, 0.6, 0.2],   # target 6: items 5 and 7 above
+                      [3.0, 3.0, 3.0, 3.0, 0.5, 0.1, 0.2, 0.3, 0.05]],  # target 8: last of Y
+                     dtype=torch.float64)
+    row_of = {2: 0, 1: 1, 6: 2, 8: 3}
+
+    class Fixed:
+        def eval(self):
+            return self
+
+        def scores(self, batch):
+            return P[[row_of[int(t)] for t in batch["target"]]]
+
+    cands = torch.tensor([[2, 0, 3, 1, 1], [1, 0, 2, 3, 3], [6, 4, 5, 7, 8], [8, 4, 4, 5, 6]])
+    r = train_mod.rank_split(Fixed(), views, cands, n_x, batch_size=3, ties=("target", "average", "against"))
+    assert r[("full", "target")].tolist() == [2, 1, 3, 5]
+    assert r[("full", "average")].tolist() == [2.5, 1, 3, 5]
+    assert r[("full", "against")].tolist() == [3, 1, 3, 5]
+    assert r[("sampled", "target")].tolist() == [2, 1, 3, 5]
+    assert r[("sampled", "average")].tolist() == [2.5, 1, 3, 5]
+    assert r[("sampled", "against")].tolist() == [3, 1, 3, 5]
