@@ -195,8 +195,10 @@ def load_checkpoint(path: Path, map_location=None) -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        why = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler error" in ln), str(e).splitlines()[0]).split(" Please use")[0]
         raise ValueError(f"{path}: refused to load, the checkpoint holds objects other than tensors and plain "
-                         f"types (loading it would run pickled code): {str(e).splitlines()[0]}") from None
+                         f"types (loading it would run pickled code; one written before hafvt stored tensors only holds "
+                         f"numpy arrays: delete it and train again): {why}") from None
 
 
 def _state_to_ckpt(state: dict) -> dict:
