@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -85,8 +86,16 @@ class Config:
                              ("tie", ("target", "average", "against"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        if self.model == "hafvt" and sum(modality_weights(self).values()) <= 0:
-            raise ValueError("alpha/beta leave no weight on any modality")
+        if self.model == "hafvt":
+            try:
+                w = modality_weights(self)
+            except ZeroDivisionError:  # image + text without id, alpha = 1
+                w = {"img": math.nan, "tex": math.nan}
+            # eq. (7) is a mixture: every weight > 0 (a zero weight puts log 0 in the loss; drop the modality instead)
+            bad = {m: x for m, x in w.items() if not x > 1e-9}
+            if bad:
+                raise ValueError(f"alpha={self.alpha}, beta={self.beta} give modality weights {w} for {self.modalities}; "
+                                 f"each must be > 0 (non-positive: {sorted(bad)})")
         if self.patience < 0 or self.eval_every < 1:
             raise ValueError(f"patience must be >= 0 and eval_every >= 1, got {self.patience} and {self.eval_every}")
         return self

@@ -216,17 +216,24 @@ def _mean_rr(ranks: list[dict], key: str) -> np.ndarray:
     return np.mean([1.0 / r[key] for r in ranks], axis=0)
 
 
+PAIRED_COMPARISON = {True: "best proposed row vs best baseline",
+                     False: "best baseline vs next-best baseline (no proposed row finished)"}
+
+
 def paired_test(out: Path, rows: list[dict], proposed: set) -> dict:
     """Best row vs best baseline, per domain, over per-line reciprocal ranks (averaged over seeds).
 
     'Best' = highest mean sampled MRR with average-rank ties. The first row is the best proposed
     row when the table has one (else the best row), the second the best other baseline.
+    ``comparison`` says which: with no finished proposed row, two baselines are compared.
     """
     from scipy import stats
 
     done = [r for r in rows if r["seeds_done"]]
+    has_proposed = any(r["row"] in proposed for r in done)
     out_d = {"tests": "Wilcoxon signed-rank (two-sided, zero differences dropped) and paired t-test (two-sided), scipy.stats",
              "unit": "per test line reciprocal rank, averaged over the seeds of each row; average-rank ties",
+             "comparison": PAIRED_COMPARISON[has_proposed], "proposed_finished": has_proposed,
              "domains": {}}
     for d in DOMAINS:
         score = lambda r: r["metrics_average_ties"]["sampled"][d]["mrr"]["mean"]  # noqa: E731
@@ -238,7 +245,8 @@ def paired_test(out: Path, rows: list[dict], proposed: set) -> dict:
         if a is None or b is None:
             out_d["domains"][d] = {"skipped": "needs two finished rows, one of them a baseline"}
             continue
-        entry = {"best_row": best_overall["row"], "row_a": a["row"], "row_b_best_baseline": b["row"]}
+        entry = {"best_row": best_overall["row"], "row_a": a["row"], "row_b_best_baseline": b["row"],
+                 "comparison": out_d["comparison"]}
         ra, rb = _load_ranks(out, a["row"], a["seeds"]), _load_ranks(out, b["row"], b["seeds"])
         dom = ra[0]["domain"] == (0 if d == "X" else 1)
         for kind in KINDS:
@@ -418,8 +426,11 @@ def to_markdown(t: dict) -> str:
           "| paper | row [quoted] | " + " | ".join(hdr) + " |", "|" + "---|" * (2 + len(hdr))]
     for q in t["quoted"]:
         L.append(f"| {q['paper']} | {q['row']} | " + " | ".join(_q(q[d].get(m)) for d in DOMAINS for m in METRICS) + " |")
-    L += ["", "## Paired test: best row vs best baseline", "", t["paired_test"]["tests"] + "; " + t["paired_test"]["unit"] + ".", ""]
-    L += ["| domain | ranking | row A | row B (best baseline) | n | MRR A | MRR B | diff | Wilcoxon p | t-test p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    pt = t["paired_test"]
+    prop = pt.get("proposed_finished", any(r["role"] == "proposed" and r["seeds_done"] for r in t["rows"]))  # older tables
+    L += ["", f"## Paired test: {PAIRED_COMPARISON[prop]}", "", pt["tests"] + "; " + pt["unit"] + ".", ""]
+    L += [f"| domain | ranking | row A ({'best proposed' if prop else 'best baseline'}) | row B ({'best baseline' if prop else 'next-best baseline'}) "
+          "| n | MRR A | MRR B | diff | Wilcoxon p | t-test p |", "|---|---|---|---|---|---|---|---|---|---|"]
     for d, e in t["paired_test"]["domains"].items():
         if "skipped" in e:
             L.append(f"| {d} | – | {e['skipped']} | | | | | | | |")

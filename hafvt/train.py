@@ -33,22 +33,23 @@ REPORTED_TIES = ("target", "average")
 
 
 @torch.no_grad()
-def rank_split(model, views: Views, candidates: torch.Tensor, n_x: int, batch_size: int = 256) -> dict:
+def rank_split(model, views: Views, candidates: torch.Tensor, n_x: int, batch_size: int = 256,
+               ties: tuple = REPORTED_TIES) -> dict:
     """Ranks of every line's target: sampled (its candidates) and full (its whole domain), per tie policy."""
     model.eval()
-    out = {(kind, tie): [] for kind in ("sampled", "full") for tie in REPORTED_TIES}
+    out = {(kind, tie): [] for kind in ("sampled", "full") for tie in ties}
     for start in range(0, len(views), batch_size):
         rows = torch.arange(start, min(start + batch_size, len(views)), device=views.target.device)
         batch = views.index(rows)
         P = model.scores(batch)
         cand = P.gather(1, candidates[rows])
         target, dom = batch["target"], batch["domain"]
-        full = {tie: torch.empty(len(rows), dtype=torch.float64, device=P.device) for tie in REPORTED_TIES}
+        full = {tie: torch.empty(len(rows), dtype=torch.float64, device=P.device) for tie in ties}
         for d, cols in ((0, slice(0, n_x)), (1, slice(n_x, None))):
             sel = dom == d
-            for tie in REPORTED_TIES:
+            for tie in ties:
                 full[tie][sel] = full_ranks(P[sel][:, cols], target[sel] - (n_x if d else 0), tie=tie)
-        for tie in REPORTED_TIES:
+        for tie in ties:
             out[("sampled", tie)].append(sampled_ranks(cand, tie=tie).cpu())
             out[("full", tie)].append(full[tie].cpu())
     return {k: torch.cat(v).numpy() for k, v in out.items()}
@@ -145,13 +146,13 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     state = {"epoch": 0, "history": [], "best": {}}
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
-        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        saved = load_checkpoint(ckpt, dev)
         if (saved["config_hash"], saved["seed"], saved["data_hash"]) != (cfg.hash(), seed, prov["data_hash"]):
             raise ValueError(f"{ckpt} belongs to another config, seed or data; use another --out or delete it")
         model.load_state_dict(saved["model"])
         if opt is not None:
             opt.load_state_dict(saved["optim"])
-        state = saved["state"]
+        state = _state_from_ckpt(saved["state"])
     epochs = cfg.epochs if trainable else 0
     domains = {s: views[s].domain.cpu().numpy() for s in ("valid", "test")}
     if trainable and epochs < 1:
@@ -164,7 +165,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         loss = train_epoch(model, opt, views["train"], cfg, seed, epoch, dev, progress) if epoch > 0 else None
         entry = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - t_epoch, 3)}
         if epoch == epochs or (epoch > 0 and epoch % cfg.eval_every == 0):
-            ranks = {s: rank_split(model, views[s], cands[s], scn.n_x) for s in ("valid", "test")}
+            ties = tuple(dict.fromkeys((*REPORTED_TIES, cfg.tie)))  # cfg.tie may be 'against'
+            ranks = {s: rank_split(model, views[s], cands[s], scn.n_x, ties=ties) for s in ("valid", "test")}
             valid = metrics_of(ranks["valid"], domains["valid"], cfg.tie)
             entry["valid"] = valid["sampled"]
             entry["test"] = metrics_of(ranks["test"], domains["test"], cfg.tie)["sampled"]
@@ -187,12 +189,36 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
         atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
         if "valid" in entry and trainable:
-            atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": state,
+            atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": _state_to_ckpt(state),
                                      "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"]})
     results = summarise(state, cfg, prov, time.perf_counter() - t0)
     atomic_write_json(out / "results.json", results)
     save_test_ranks(out / "test_ranks.npz", state, domains["test"])
     return results
+
+
+def load_checkpoint(path: Path, map_location=None) -> dict:
+    """A checkpoint of tensors and plain types; ``weights_only=True``, so opening a run never runs its code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler error" in ln), str(e).splitlines()[0]).split(" Please use")[0]
+        raise ValueError(f"{path}: refused to load, the checkpoint holds objects other than tensors and plain "
+                         f"types (loading it would run pickled code; one written before hafvt stored tensors only holds "
+                         f"numpy arrays: delete it and train again): {why}") from None
+
+
+def _state_to_ckpt(state: dict) -> dict:
+    """The training state with its numpy rank arrays as tensors (``weights_only`` loads no numpy)."""
+    best = {d: {**b, "test_ranks": {k: torch.from_numpy(r) for k, r in b["test_ranks"].items()}} for d, b in state["best"].items()}
+    return {**state, "best": best}
+
+
+def _state_from_ckpt(state: dict) -> dict:
+    best = {d: {**b, "test_ranks": {k: r.cpu().numpy() for k, r in b["test_ranks"].items()}} for d, b in state["best"].items()}
+    return {**state, "best": best}
 
 
 def summarise(state: dict, cfg: Config, prov: dict, seconds: float) -> dict:

@@ -72,7 +72,7 @@ class Explorer:
         from hafvt.data.labels import scenario_kind
         from hafvt.embed.images import image_file
         from hafvt.models import build_model
-        from hafvt.train import load_tables
+        from hafvt.train import load_checkpoint, load_tables
 
         self.scenario_dir, self.run_dir, self.k = Path(scenario_dir), Path(run_dir), k
         self.kind = scenario_kind(self.scenario_dir)
@@ -89,7 +89,7 @@ class Explorer:
         self._image_file = image_file
         tables, _ = load_tables(self.scenario_dir, self.cfg)
         self.model = build_model(self.cfg, self.scn, tables).to(device)
-        ckpt = torch.load(self.run_dir / "checkpoint.pt", map_location=device, weights_only=False)
+        ckpt = load_checkpoint(self.run_dir / "checkpoint.pt", device)
         self.model.load_state_dict(ckpt["model"])
         self.model.eval()
         self.checkpoint_epoch = ckpt["state"]["epoch"]

@@ -30,3 +30,33 @@ def tiny_demo(tmp_path: Path, seed: int = 0) -> Path:
     scn = read_scenario(d)
     write_fixture_tables(d, scn.n_items)
     return d
+
+
+def assert_sane_run(res: dict, run_dir: Path, n_x: int, n_y: int, count_based: bool = False) -> None:
+    """What a one-epoch run must satisfy, whatever it learned; a constant-score or NaN model fails.
+
+    - results.json's metrics are those of the per-line ranks in test_ranks.npz (finite, n > 0);
+    - with average-rank ties each domain's MRR beats a constant score's, 2 / (candidates + 1);
+    - a model with continuous scores has no ties with its target: ties to the target (the
+      C2DSR rule, which gives a constant score MRR 1) change nothing.
+    """
+    import math
+
+    import numpy as np
+    import torch
+
+    from hafvt.metrics import metrics_from_ranks
+
+    z = np.load(Path(run_dir) / "test_ranks.npz")
+    n_cand = {"sampled": res["config"]["n_neg"] + 1}
+    for kind in ("sampled", "full"):
+        for d, code, n_dom in (("X", 0, n_x), ("Y", 1, n_y)):
+            lines = z["domain"] == code
+            for key, tie in (("metrics", res["tie"]), ("metrics_average_ties", "average")):
+                m = res[key][kind][d]
+                assert m["n"] == lines.sum() > 0 and all(math.isfinite(v) for v in m.values()), (kind, d, m)
+                assert m == metrics_from_ranks(torch.from_numpy(z[f"{kind}_{tie}"][lines])), (kind, d, key)
+            avg = res["metrics_average_ties"][kind][d]["mrr"]
+            assert avg > 2 / (n_cand.get(kind, n_dom) + 1), (kind, d, avg)
+            if not count_based:
+                assert res["metrics"][kind][d] == res["metrics_average_ties"][kind][d], (kind, d)

@@ -1,5 +1,6 @@
-"""Baselines: each learns order (deterministic next item -> HR@1 near 1), each config trains on the demo,
-and the transition floor counts what it should."""
+"""Baselines and HAF-VT's configurations: each learns order (deterministic next item -> HR@1 near 1, ties
+against the target; a constant-score model fails the check), each baseline trains on the demo, and the
+transition floor counts what it should."""
 import numpy as np
 import pytest
 import torch
@@ -7,12 +8,15 @@ import torch
 import hafvt.train as train_mod
 from hafvt.config import load_config
 from hafvt.data.batches import build_views
-from hafvt.data.c2dsr import ItemTable, Scenario, Sequences, write_scenario
+from hafvt.data.c2dsr import ItemTable, Scenario, Sequences, read_scenario, write_scenario
 from hafvt.models import build_model
-from helpers import REPO, tiny_demo
+from helpers import REPO, assert_sane_run, tiny_demo, write_fixture_tables
 
 SEQUENTIAL = ["gru4rec", "sasrec", "srgnn", "c2dsr"]
-EPOCHS = {"gru4rec": 20, "sasrec": 12, "srgnn": 25, "c2dsr": 12}  # enough for HR@1 = 1.0 on the chain
+# HAF-VT's configurations (hierarchical and merged, with and without the frozen tables)
+HAFVT_CONFIGS = ["hafvt", "ifcdsr", "id-txt-hier", "id-merged", "id-img-merged", "id-txt-merged"]
+EPOCHS = {"gru4rec": 20, "sasrec": 12, "srgnn": 25, "c2dsr": 12,  # enough for HR@1 = 1.0 on the chain
+          "hafvt": 12, "ifcdsr": 25, "id-txt-hier": 12, "id-merged": 12, "id-img-merged": 12, "id-txt-merged": 20}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,7 +50,9 @@ def chain(tmp_path_factory):
     scn = Scenario(items_x=items(N_X, "x"), items_y=items(N_Y, "y"), users=[(f"u{i}", i) for i in range(800)],
                    train=chain_split(rng, perm, 600, 0), valid=chain_split(rng, perm, 100, 600),
                    test=chain_split(rng, perm, 100, 700))
-    return write_scenario(scn, tmp_path_factory.mktemp("chain") / "scn")
+    out = write_scenario(scn, tmp_path_factory.mktemp("chain") / "scn")
+    write_fixture_tables(out, N_X + N_Y)  # frozen image/text tables: random unit rows
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +64,53 @@ def cfg_of(name, **over):
     return load_config(REPO / "configs" / f"{name}.yaml", {"hidden": 32, "maxlen": 15, "n_neg": 39, **over})
 
 
-@pytest.mark.parametrize("name", SEQUENTIAL)
-def test_learns_a_deterministic_next_item(chain, tmp_path, name):
-    cfg = cfg_of(name, epochs=EPOCHS[name], eval_every=EPOCHS[name], batch_size=128, lr=1e-2, dropout=0.0, l2=0.0)
-    res = train_mod.run(chain, cfg, tmp_path / name, progress=False)
+def learn_chain(chain, out, name, epochs):
+    """Train on the chain, scored with ties AGAINST the target: an all-equal score ranks last, not first."""
+    cfg = cfg_of(name, epochs=epochs, eval_every=epochs, batch_size=128, lr=1e-2, dropout=0.0, l2=0.0, q=32, tie="against")
+    return train_mod.run(chain, cfg, out, progress=False)
+
+
+def check_learned(res):
+    """The learning check: HR@1 >= 0.95 in each domain, full ranking, ties against the target."""
+    assert res["tie"] == "against"
     for d in ("X", "Y"):
-        assert res["metrics"]["full"][d]["hr@1"] >= 0.95, (name, d, res["metrics"]["full"][d])
+        m = res["metrics"]["full"][d]
+        assert m["n"] > 0 and m["hr@1"] >= 0.95, (d, m)
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL + HAFVT_CONFIGS)
+def test_learns_a_deterministic_next_item(chain, tmp_path, name):
+    check_learned(learn_chain(chain, tmp_path / name, name, EPOCHS[name]))
+
+
+@pytest.mark.parametrize("name", ["sasrec", "id-merged"])
+def test_negative_control_a_constant_score_model_fails_the_learning_check(chain, tmp_path, monkeypatch, name):
+    def constant(cfg, scn, tables=None):
+        model = build_model(cfg, scn, tables)  # trains as usual; scores every item 0
+        model.scores = lambda batch: torch.zeros(len(batch["target"]), scn.n_items, dtype=torch.float64)
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", constant)
+    res = learn_chain(chain, tmp_path / name, name, 2)
+    with pytest.raises(AssertionError):
+        check_learned(res)
+    assert all(res["metrics"]["full"][d]["hr@1"] == 0 for d in ("X", "Y"))
+    # the C2DSR rule (ties to the target) would have passed it: rank 1 on every line
+    assert (np.load(tmp_path / name / "test_ranks.npz")["full_target"] == 1).all()
+    scn = read_scenario(chain)  # and the one-epoch sanity check refuses it too
+    with pytest.raises(AssertionError):
+        assert_sane_run(res, tmp_path / name, scn.n_x, scn.n_y)
 
 
 @pytest.mark.parametrize("name", ["transitions", *SEQUENTIAL])
 def test_each_baseline_config_trains_one_epoch_on_the_tiny_demo(demo, tmp_path, name):
     res = train_mod.run(demo, cfg_of(name, epochs=1, n_neg=99), tmp_path / name, progress=False)
-    for kind in ("sampled", "full"):
-        for d in ("X", "Y"):
-            assert 0 < res["metrics"][kind][d]["mrr"] <= 1 and res["metrics"][kind][d]["n"] > 0
+    scn = read_scenario(demo)
+    assert_sane_run(res, tmp_path / name, scn.n_x, scn.n_y, count_based=name == "transitions")
     assert res["provenance"]["data_kind"] == "demo"
 
 
 def test_transitions_count_the_last_k_items_and_back_off_to_popularity(chain):
-    from hafvt.data.c2dsr import read_scenario
-
     scn = read_scenario(chain)
     model = build_model(cfg_of("transitions", transitions_k=1), scn)
     b = build_views(scn.test, scn.n_x, scn.n_items).index(torch.arange(20))

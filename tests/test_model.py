@@ -90,3 +90,45 @@ def test_softmax_nll_equals_cross_entropy_with_mask():
     assert torch.allclose(softmax_nll(q, E, target), F.cross_entropy(q @ E.T, target, reduction="none"), atol=1e-5)
     assert torch.allclose(softmax_nll(q, E, mask_target, mask),
                           F.cross_entropy((q @ E.T).masked_fill(mask, float("-inf")), mask_target, reduction="none"), atol=1e-5)
+
+
+# Eq. (7) weights and eq. (9) view weights written out per case (not taken from the model).
+LOSS_CASES = {
+    "hierarchical": ({}, {"id": 0.5, "img": 0.3, "tex": 0.2}, {"x": 1.0, "y": 0.25, "xy": 0.7}),
+    "merged": ({"views": "merged"}, {"id": 0.5, "img": 0.3, "tex": 0.2}, {"xy": 1.0}),
+    "ifcdsr": ({"modalities": ["id", "img"]}, {"id": 0.5, "img": 0.5}, {"x": 1.0, "y": 0.25, "xy": 0.7}),
+    "domain-softmax": ({"view_softmax": "domain"}, {"id": 0.5, "img": 0.3, "tex": 0.2}, {"x": 1.0, "y": 0.25, "xy": 0.7}),
+    "symmetric": ({"loss_form": "symmetric"}, {"id": 0.5, "img": 0.3, "tex": 0.2}, {"x": 1.25, "y": 1.25, "xy": 1.4}),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+def test_loss_equals_eqs_7_to_9_by_hand(case):
+    over, w, lam = LOSS_CASES[case]
+    model = make_model(alpha=0.5, beta=0.3, lambda1=0.25, lambda2=0.7, temperature=0.2, **over)
+    b = batch()
+    rng = np.random.default_rng(0)  # the raw tables make_model gave the model
+    raw = {m: torch.as_tensor(rng.standard_normal((N_X + N_Y, 6)), dtype=torch.float32).double() for m in ("img", "tex")}
+    raw["id"] = model.E_id.weight[: N_X + N_Y].double()
+    views = ("xy",) if case == "merged" else ("x", "y", "xy")
+    expected = 0.0
+    for v in views:
+        i = {"x": 0, "y": 1, "xy": 2}[v]
+        tgt = b["tgt"][:, i]  # (B, L) next item of every slot, -1 where none
+        P = 0.0
+        for m, wm in w.items():
+            H = model.encode(b, v, m)[0].double()  # (B, L, d): eq. (1), the encoder's output at every slot
+            E = raw[m]
+            cos = (H / H.norm(dim=-1, keepdim=True)) @ (E / E.norm(dim=-1, keepdim=True)).T
+            logits = cos / 0.2
+            if case == "domain-softmax" and v != "xy":  # S^X over X items only, S^Y over Y items only
+                other = torch.arange(N_X + N_Y) >= N_X if v == "x" else torch.arange(N_X + N_Y) < N_X
+                logits = logits.masked_fill(other, float("-inf"))
+            P = P + wm * torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)  # P^V_m, eq. (7) mix
+        has = tgt >= 0
+        p_next = P[has].gather(1, tgt[has][:, None]).squeeze(1)
+        assert len(p_next) > 1
+        expected = expected + lam[v] * (-torch.log(p_next)).mean()  # eq. (8), mean per view; eq. (9)
+    counts = {v: int((b["tgt"][:, {"x": 0, "y": 1, "xy": 2}[v]] >= 0).sum()) for v in views}
+    assert model.loss(b).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert model.loss(b, counts).item() == pytest.approx(expected.item(), rel=1e-5)

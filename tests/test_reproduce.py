@@ -1,12 +1,13 @@
 """``hafvt reproduce``: table files, mean ± std over seeds, quoted columns, resume, paired test, cold slice."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import hafvt.train as train_mod
 from hafvt.cli import main as cli
-from hafvt.reproduce import TABLE_ROWS, load_table, paper_numbers, reproduce_table
+from hafvt.reproduce import TABLE_ROWS, load_table, paired_test, paper_numbers, reproduce_table, run_dir, to_markdown
 from helpers import tiny_demo
 
 ROWS = "popularity,transitions,sasrec"
@@ -56,14 +57,42 @@ def test_quoted_numbers_are_marked_and_complete(table):
     assert len(TABLE_ROWS[4]) == 7
 
 
+def _mean_mrr(out, row, seeds, d):
+    """Sampled MRR x100 (average ties) of a row's test lines of domain d, from its test_ranks.npz files."""
+    zs = [np.load(run_dir(out, row, s) / "test_ranks.npz") for s in seeds]
+    dom = zs[0]["domain"] == (0 if d == "X" else 1)
+    return 100 * float(np.mean([1 / z["sampled_average"][dom] for z in zs], axis=0).mean())
+
+
 def test_paired_test_and_cold_slice(table):
-    t = load_table(table[1], 2)
+    out = table[1]
+    t = load_table(out, 2)
     pt = t["paired_test"]
     assert "Wilcoxon" in pt["tests"] and "t-test" in pt["tests"]
+    # every row of this table is a baseline: the test says so and never claims a proposed row
+    assert pt["proposed_finished"] is False and "no proposed row finished" in pt["comparison"]
+    md = (out / "table2.md").read_text()
+    assert "## Paired test: best baseline vs next-best baseline (no proposed row finished)" in md
+    assert "proposed" not in md.split("## Paired test")[1].split("## Cold")[0].replace("no proposed row", "")
+    seeds = t["rows"][0]["seeds"]
     for d in ("X", "Y"):
         e = pt["domains"][d]
-        assert e["row_b_best_baseline"] != e["row_a"]
-        assert 0 <= e["sampled"]["t_test"]["p"] <= 1 or e["sampled"]["t_test"]["p"] != e["sampled"]["t_test"]["p"]
+        mrr = {r["row"]: _mean_mrr(out, r["row"], seeds, d) for r in t["rows"]}
+        order = sorted(mrr, key=mrr.get, reverse=True)
+        assert [e["row_a"], e["row_b_best_baseline"]] == order[:2] and e["comparison"] == pt["comparison"]
+        assert e["sampled"]["mrr_a"] == pytest.approx(mrr[e["row_a"]]) and e["sampled"]["mrr_b"] == pytest.approx(mrr[e["row_b_best_baseline"]])
+        for kind in ("sampled", "full"):
+            p = e[kind]["t_test"]["p"]
+            assert 0 <= p <= 1, (d, kind, p)  # a NaN fails
+    # with a proposed row (sasrec declared proposed), row A is it, whatever its MRR, and the label says so
+    pt2 = paired_test(out, t["rows"], {"sasrec"})
+    assert pt2["proposed_finished"] is True and pt2["comparison"] == "best proposed row vs best baseline"
+    for d in ("X", "Y"):
+        e = pt2["domains"][d]
+        others = {r["row"]: _mean_mrr(out, r["row"], seeds, d) for r in t["rows"] if r["row"] != "sasrec"}
+        assert e["row_a"] == "sasrec" and e["row_b_best_baseline"] == max(others, key=others.get)
+    md2 = to_markdown({**t, "paired_test": pt2})
+    assert "## Paired test: best proposed row vs best baseline" in md2 and "row A (best proposed)" in md2
     c = t["cold_items"]
     assert set(c["rows"]) == set(ROWS.split(","))
     assert set(c["rows"]["sasrec"]["sampled"]["X"]) == {"0", "1-4", "5-19", "20+"}

@@ -6,7 +6,8 @@ import pytest
 import hafvt.train as train_mod
 from hafvt.cli import main as cli
 from hafvt.config import load_config
-from helpers import REPO, tiny_demo
+from hafvt.data.c2dsr import read_scenario
+from helpers import REPO, assert_sane_run, tiny_demo
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 
@@ -23,10 +24,8 @@ def small_cfg(name="hafvt", **over):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_each_config_trains_one_epoch_on_the_tiny_demo(demo, tmp_path, name):
     res = train_mod.run(demo, small_cfg(name, epochs=1), tmp_path / name, progress=False)
-    for kind in ("sampled", "full"):
-        for d in ("X", "Y"):
-            m = res["metrics"][kind][d]
-            assert 0 < m["mrr"] <= 1 and m["n"] > 0
+    scn = read_scenario(demo)
+    assert_sane_run(res, tmp_path / name, scn.n_x, scn.n_y, count_based=name in ("popularity", "transitions"))
     assert res["provenance"]["data_kind"] == "demo" and not res["provenance"]["comparable_with_paper"]
     assert (tmp_path / name / "results.json").is_file() and (tmp_path / name / "test_ranks.npz").is_file()
 
@@ -67,8 +66,8 @@ def test_cli_train_writes_results_with_provenance(demo, tmp_path, capsys):
     assert cli(["train", str(demo), "--config", str(REPO / "configs" / "ifcdsr.yaml"), "--epochs", "1",
                 "--set", "q=16", "--set", "n_neg=99", "--seed", "2", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text())
-    for key in ("mrr", "ndcg@5", "ndcg@10", "hr@10"):
-        assert 0 <= res["metrics"]["sampled"]["X"][key] <= 1 and 0 <= res["metrics"]["full"]["Y"][key] <= 1
+    scn = read_scenario(demo)
+    assert_sane_run(res, out, scn.n_x, scn.n_y)
     p = res["provenance"]
     assert p["seed"] == 2 and len(p["data_hash"]) == 64 and p["config_hash"] == load_config(
         REPO / "configs" / "ifcdsr.yaml", ["q=16", "n_neg=99", "epochs=1"]).hash()
@@ -88,3 +87,66 @@ def test_scenario_without_train_split_says_how_to_derive(tmp_path):
     write_scenario(scn, tmp_path / "notrain")
     with pytest.raises(FileNotFoundError, match="hafvt derive"):
         train_mod.run(tmp_path / "notrain", small_cfg("id-merged"), tmp_path / "r", progress=False)
+
+
+def _touch(path):  # what a hostile checkpoint would run on load
+    open(path, "w").close()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return _touch, (self.marker,)
+
+
+def test_checkpoint_is_tensors_and_plain_types_and_a_pickled_object_is_refused(demo, tmp_path):
+    import torch
+
+    train_mod.run(demo, small_cfg(epochs=2), tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    saved = torch.load(ckpt, weights_only=True)  # loads without allowing any pickled class
+    assert isinstance(saved["state"]["best"]["X"]["test_ranks"]["sampled/target"], torch.Tensor)
+    marker = tmp_path / "code-ran"
+    saved["state"]["extra"] = _Payload(str(marker))
+    torch.save(saved, ckpt)
+    with pytest.raises(ValueError, match=r"checkpoint\.pt.*refused"):
+        train_mod.run(demo, small_cfg(epochs=2), tmp_path / "run", progress=False)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=str(ckpt)):
+        train_mod.load_checkpoint(ckpt)
+
+
+def test_rank_split_ranks_each_target_within_its_own_domain():
+    import torch
+
+    from hafvt.data.batches import build_views
+    from hafvt.data.c2dsr import Sequences
+
+    n_x, n_y = 4, 5
+    lines = [[0, 2], [3, 1], [0, 6], [5, 8]]  # targets 2 (X), 1 (X), 6 (Y), 8 (Y)
+    views = build_views(Sequences.from_lists([0, 1, 2, 3], [0, 1, 2, 3], lines, [[1, 2]] * 4), n_x, n_x + n_y, maxlen=3)
+    # every item of the OTHER domain scores above the target: it must not count in the full rank
+    P = torch.tensor([[0.9, 0.1, 0.5, 0.5, 5.0, 5.0, 5.0, 5.0, 5.0],   # target 2: one above, one tied
+                      [0.2, 0.8, 0.3, 0.1, 9.0, 9.0, 9.0, 9.0, 9.0],   # target 1: top of X
+                      [7.0, 7.0, 7.0, 7.0, 0.1, 0.6, 0.4, 0.6, 0.2],   # target 6: items 5 and 7 above
+                      [3.0, 3.0, 3.0, 3.0, 0.5, 0.1, 0.2, 0.3, 0.05]],  # target 8: last of Y
+                     dtype=torch.float64)
+    row_of = {2: 0, 1: 1, 6: 2, 8: 3}
+
+    class Fixed:
+        def eval(self):
+            return self
+
+        def scores(self, batch):
+            return P[[row_of[int(t)] for t in batch["target"]]]
+
+    cands = torch.tensor([[2, 0, 3, 1, 1], [1, 0, 2, 3, 3], [6, 4, 5, 7, 8], [8, 4, 4, 5, 6]])
+    r = train_mod.rank_split(Fixed(), views, cands, n_x, batch_size=3, ties=("target", "average", "against"))
+    assert r[("full", "target")].tolist() == [2, 1, 3, 5]
+    assert r[("full", "average")].tolist() == [2.5, 1, 3, 5]
+    assert r[("full", "against")].tolist() == [3, 1, 3, 5]
+    assert r[("sampled", "target")].tolist() == [2, 1, 3, 5]
+    assert r[("sampled", "average")].tolist() == [2.5, 1, 3, 5]
+    assert r[("sampled", "against")].tolist() == [3, 1, 3, 5]
