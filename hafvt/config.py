@@ -149,7 +149,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{path or 'overrides'}: unknown config key(s): {', '.join(unknown)}")
-    return Config(**data).validate()
+    return Config(**_coerce(data)).validate()
+
+
+def _coerce(data: dict) -> dict:
+    """Numbers given as text (YAML reads ``1e-5`` as a string) become the field's type."""
+    types = {f.name: type(f.default) for f in fields(Config) if f.default is not MISSING}
+    out = dict(data)
+    for k, v in data.items():
+        t = types.get(k)
+        if t in (int, float) and isinstance(v, (str, int)) and not isinstance(v, bool):
+            try:
+                out[k] = t(v)
+            except ValueError:
+                raise ValueError(f"config key {k}: expected a number, got {v!r}") from None
+    return out
 
 
 # Choices made outside a run's configuration: in the model's code and the data and embedding commands.

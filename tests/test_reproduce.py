@@ -111,3 +111,36 @@ def test_resume_skips_finished_runs(table, monkeypatch):
     monkeypatch.undo()
     t = reproduce_table(d, 2, 3, out, epochs=1, overrides=["hidden=16", "n_neg=99"], rows=["popularity"], progress=False)
     assert t["rows"][0]["seeds"] == [0, 1, 2]
+
+
+def test_grid_search_selects_on_validation_and_reuses_the_run(tmp_path, monkeypatch):
+    import hafvt.reproduce as rep
+
+    monkeypatch.setattr(rep, "PAPER_GRID", {"lr": [1e-2, 1e-4], "l2": [1e-5]})
+    d = tiny_demo(tmp_path)
+    calls = []
+    real = train_mod.run
+    monkeypatch.setattr(train_mod, "run", lambda *a, **k: calls.append(k.get("seed")) or real(*a, **k))
+    t = rep.reproduce_table(d, 4, 2, tmp_path / "t", epochs=1, rows=["popularity", "id-merged"], grid="paper",
+                            overrides=["q=16", "n_neg=19"], progress=False)
+    g = t["grid"]["rows"]["id-merged"]
+    assert set(g["points"]) == {"lr=0.01 l2=1e-05", "lr=0.0001 l2=1e-05"} and "popularity" not in t["grid"]["rows"]
+    best = max(g["points"], key=g["points"].get)
+    assert best == f"lr={g['selected']['lr']:g} l2={g['selected']['l2']:g}"
+    seed0 = json.loads((tmp_path / "t" / "runs" / "id-merged" / "seed0" / "results.json").read_text())
+    assert seed0["config"]["lr"] == g["selected"]["lr"]
+    row = next(r for r in t["rows"] if r["row"] == "id-merged")
+    assert row["resolved_config"]["lr"] == g["selected"]["lr"] and row["seeds_done"] == 2
+    assert calls.count(0) == 3  # 2 grid points + popularity
+    assert calls.count(1) == 2  # popularity and id-merged seed 1; id-merged seed 0 is the grid run, not retrained
+    assert "Grid: paper" in (tmp_path / "t" / "table4.md").read_text()
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path):
+    d = tiny_demo(tmp_path)
+    kw = dict(epochs=1, rows=["sasrec"], overrides=["hidden=16", "n_neg=19"], progress=False)
+    a = reproduce_table(d, 2, 2, tmp_path / "a", **kw)
+    b = reproduce_table(d, 2, 2, tmp_path / "b", workers=2, **kw)
+    ra, rb = a["rows"][0], b["rows"][0]
+    assert ra["metrics"]["sampled"]["X"]["mrr"]["values"] == rb["metrics"]["sampled"]["X"]["mrr"]["values"]
+    assert ra["metrics"]["full"]["Y"]["mrr"]["values"] == rb["metrics"]["full"]["Y"]["mrr"]["values"]

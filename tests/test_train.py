@@ -150,3 +150,18 @@ def test_rank_split_ranks_each_target_within_its_own_domain():
     assert r[("sampled", "target")].tolist() == [2, 1, 3, 5]
     assert r[("sampled", "average")].tolist() == [2.5, 1, 3, 5]
     assert r[("sampled", "against")].tolist() == [3, 1, 3, 5]
+
+
+def test_patience_stops_after_k_evaluations_without_improvement(tmp_path):
+    """lr 0: the model never changes, so validation never improves after the first evaluation."""
+    d = tiny_demo(tmp_path)
+    cfg = load_config(REPO / "configs" / "id-merged.yaml", ["epochs=30", "eval_every=1", "patience=2", "lr=0.0", "q=16", "n_neg=19"])
+    res = train_mod.run(d, cfg, tmp_path / "r", progress=False)
+    assert res["stopped_early"] and res["last_epoch"] == 3 and res["selected_epoch"] == {"X": 1, "Y": 1}
+    assert res["selected_at_last_epoch"] == {"X": False, "Y": False}
+    assert [e["epoch"] for e in res["history"]] == [1, 2, 3]
+    # without patience the same run trains every epoch; a run selected at its last epoch is flagged
+    cfg = load_config(REPO / "configs" / "id-merged.yaml", ["epochs=2", "eval_every=1", "patience=0", "q=16", "n_neg=19", "lr=0.01"])
+    res = train_mod.run(d, cfg, tmp_path / "r2", progress=False)
+    assert not res["stopped_early"] and res["last_epoch"] == 2
+    assert res["selected_at_last_epoch"] == {k: v == 2 for k, v in res["selected_epoch"].items()}
