@@ -73,10 +73,29 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def pad_batch(batch: dict, size: int) -> dict:
+    """Fill a short batch up to ``size`` rows with copies of its first row that hold no target.
+
+    The loss gathers only target slots (real rows come first), so the loss and its gradients are
+    those of the short batch; the compiled encoders see one shape all epoch (no recompilation).
+    """
+    n = len(batch["tgt"])
+    if n >= size:
+        return batch
+    out = {k: torch.cat([t, t[:1].expand(size - n, *t.shape[1:])]) for k, t in batch.items()}
+    out["tgt"][n:] = -1
+    return out
+
+
 def train_epoch(model, opt, views: Views, cfg: Config, seed: int, epoch: int, device: torch.device, progress: bool,
-                max_steps: int | None = None) -> float:
-    """One pass over the shuffled training lines (or its first ``max_steps`` batches); the mean loss."""
+                max_steps: int | None = None, pad_last: bool | None = None) -> float:
+    """One pass over the shuffled training lines (or its first ``max_steps`` batches); the mean loss.
+
+    ``pad_last`` (default: when compiling on CUDA) pads the last, short batch to the full size.
+    """
     model.train()
+    if pad_last is None:
+        pad_last = cfg.compile and device.type == "cuda"
     rng = _seed_epoch(seed, epoch)
     perm = rng.permutation(len(views))
     perm_dev = torch.from_numpy(perm).to(device)
@@ -85,6 +104,8 @@ def train_epoch(model, opt, views: Views, cfg: Config, seed: int, epoch: int, de
     for s in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
         host = perm[s : s + cfg.batch_size]
         batch = views.index(perm_dev[s : s + cfg.batch_size])
+        if pad_last:
+            batch = pad_batch(batch, cfg.batch_size)
         counts = {v: int(views.n_targets[host, VIEW_INDEX[v]].sum()) for v in model.views}
         with _autocast(device, cfg.amp):
             loss = model.loss(batch, counts)

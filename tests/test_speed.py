@@ -70,3 +70,32 @@ def test_model_loss_uses_the_fused_form_and_matches_the_reference(monkeypatch):
     for vs in ("all", "domain"):
         for a, b in zip(out[True, vs], out[False, vs]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_last_batch_gives_the_same_epoch(tmp_path):
+    """Padding the short last batch (no recompilation when compiled) changes neither loss nor update."""
+    from hafvt.config import load_config
+    from hafvt.data.batches import scenario_views
+    from hafvt.data.c2dsr import read_scenario
+    from hafvt.models import build_model
+    from hafvt.train import load_tables, make_optimizer, pad_batch, train_epoch
+    from helpers import tiny_demo
+
+    d = tiny_demo(tmp_path)
+    scn = read_scenario(d)
+    cfg = load_config(overrides={"q": 16, "batch_size": 48, "dropout": 0.0})
+    train = scenario_views(scn, cfg.maxlen)["train"]
+    assert len(train) % cfg.batch_size, "the last batch must be short for this test"
+    tables = load_tables(d, cfg)[0]
+    runs = {}
+    for pad in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg, scn, tables)
+        opt = make_optimizer(model, cfg, torch.device("cpu"))
+        loss = train_epoch(model, opt, train, cfg, 0, 1, torch.device("cpu"), False, pad_last=pad)
+        runs[pad] = loss, [p.detach().clone() for p in model.parameters()]
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-6)
+    for a, b in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    b = pad_batch(train.index(torch.arange(5)), 8)
+    assert len(b["seq"]) == 8 and (b["tgt"][5:] == -1).all() and torch.equal(b["tgt"][:5], train.tgt[:5])
