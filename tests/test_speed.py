@@ -99,3 +99,66 @@ def test_padded_last_batch_gives_the_same_epoch(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     b = pad_batch(train.index(torch.arange(5)), 8)
     assert len(b["seq"]) == 8 and (b["tgt"][5:] == -1).all() and torch.equal(b["tgt"][:5], train.tgt[:5])
+
+
+def _rank_split_reference(model, views, candidates, n_x, batch_size=256):
+    """rank_split as it was: per-domain column slices, metrics.full_ranks and sampled_ranks per tie policy."""
+    from hafvt.metrics import full_ranks, sampled_ranks
+    from hafvt.train import REPORTED_TIES
+
+    model.eval()
+    out = {(kind, tie): [] for kind in ("sampled", "full") for tie in REPORTED_TIES}
+    for start in range(0, len(views), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(views)))
+        batch = views.index(rows)
+        P = model.scores(batch)
+        target, dom = batch["target"], batch["domain"]
+        for tie in REPORTED_TIES:
+            full = torch.empty(len(rows), dtype=torch.float64)
+            for d, cols in ((0, slice(0, n_x)), (1, slice(n_x, None))):
+                sel = dom == d
+                full[sel] = full_ranks(P[sel][:, cols], target[sel] - (n_x if d else 0), tie=tie)
+            out[("sampled", tie)].append(sampled_ranks(P.gather(1, candidates[rows]), tie=tie))
+            out[("full", tie)].append(full)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+class _TiedScores:
+    """Scores with many exact ties (and zeros) across both domains."""
+
+    def __init__(self, n_items):
+        self.n_items = n_items
+
+    def eval(self):
+        return self
+
+    def scores(self, batch):
+        g = torch.Generator().manual_seed(int(batch["target"].sum()))
+        return torch.randint(0, 4, (len(batch["target"]), self.n_items), generator=g).double() / 3
+
+
+def test_one_pass_full_ranking_equals_the_reference_with_ties(tmp_path):
+    from hafvt.candidates import load_or_draw
+    from hafvt.config import load_config
+    from hafvt.data.batches import scenario_views
+    from hafvt.data.c2dsr import read_scenario
+    from hafvt.models import build_model
+    from hafvt.train import load_tables, rank_split
+    from helpers import tiny_demo
+
+    d = tiny_demo(tmp_path)
+    scn = read_scenario(d)
+    cfg = load_config(overrides={"q": 16})
+    test = scenario_views(scn, cfg.maxlen)["test"]
+    cands = torch.from_numpy(load_or_draw(d, "test", scn.split("test").targets, scn.n_x, scn.n_y, 99, 0))
+    torch.manual_seed(0)
+    model = build_model(cfg, scn, load_tables(d, cfg)[0])
+    for m in (model, _TiedScores(scn.n_items)):
+        ref = _rank_split_reference(m, test, cands, scn.n_x)
+        got = rank_split(m, test, cands, scn.n_x)
+        assert set(got) == set(ref)
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=str(k))
+    assert (ref[("full", "average")] != ref[("full", "target")]).mean() > 0.9  # the tied case has ties
+    got = rank_split(_TiedScores(scn.n_items), test, cands, scn.n_x, batch_size=7)  # uneven batches
+    assert (got[("full", "target")] >= 1).all() and len(got[("full", "target")]) == len(test)
