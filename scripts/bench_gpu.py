@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     commit = git_commit()
     report = {"commit": commit["commit"], "dirty": commit["dirty"], "source_hash": source_hash(),
               "device_name": device_name(str(dev)), "torch": torch.__version__, "python": platform.python_version(),
-              "command": " ".join(["scripts/bench_gpu.py", *(sys.argv[1:] if argv is None else argv)]),
+              "command": " ".join(["scripts/bench_gpu.py", *(sys.argv[1:] if argv is None else argv)]).replace(f"{REPO}/", ""),
               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick}
     log(f"{report['device_name']}, torch {torch.__version__}, commit {report['commit']}")
 
