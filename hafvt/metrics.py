@@ -44,6 +44,12 @@ def _combine(greater: torch.Tensor, equal: torch.Tensor, tie: str) -> torch.Tens
     return 1.0 + g + e
 
 
+def ranks_from_counts(greater: torch.Tensor, equal: torch.Tensor, tie: str = "target") -> torch.Tensor:
+    """1-based float64 ranks from the counts of items scoring above and equal to the target (itself excluded)."""
+    _check_tie(tie)
+    return _combine(greater, equal, tie)
+
+
 def sampled_ranks(scores: torch.Tensor, tie: str = "target") -> torch.Tensor:
     """Ranks of the target among sampled candidates.
 

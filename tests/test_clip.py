@@ -164,3 +164,35 @@ def test_cli_embed_without_weights_exits_2(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "never downloads" in err and "ViT-B-32.pt" in err
+
+
+def test_tensor_decode_matches_the_pil_path(tmp_path):
+    """JPEGs decoded by torchvision and resized as tensors (the --decode gpu code, run on CPU) embed like
+    the PIL path to fp16 tolerance; PNGs, broken and missing files fall back to the PIL path."""
+    import torch
+
+    from hafvt.embed.clip import encode_images, resolve_decode
+
+    enc = load_encoder(TINY, "random-init")
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (w, h) in enumerate([(120, 90), (64, 200), (500, 500), (120, 90), (33, 47)]):
+        yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+        img = np.stack([np.sin(6 * xx + c) * 0.4 + 0.5 + 0.3 * yy for c in range(3)], -1)
+        im = Image.fromarray((np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1) * 255).astype(np.uint8))
+        ImageDraw.Draw(im).ellipse((w // 4, h // 4, w // 2, h // 2), fill=COLORS[k % 4])
+        im.convert("L" if k == 4 else "RGB").save(tmp_path / f"{k}.jpg", quality=90)  # one grayscale JPEG
+        paths.append(tmp_path / f"{k}.jpg")
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(tmp_path / "p.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    paths += [tmp_path / "p.png", tmp_path / "broken.jpg", None, tmp_path / "missing.jpg"]
+    pil, pil_ok = encode_images(enc, paths, batch_size=4, decode="pil")
+    ten, ten_ok = encode_images(enc, paths, batch_size=4, workers=2, decode="tensor")
+    assert list(pil_ok) == list(ten_ok) == [True] * 6 + [False] * 3
+    np.testing.assert_allclose(ten, pil, atol=2e-3)  # fp16 tolerance on unit rows
+    assert np.array_equal(ten[5], pil[5])  # the PNG went through PIL in both
+    assert resolve_decode("auto", torch.device("cpu")) == "pil" and resolve_decode("cpu", torch.device("cuda")) == "pil"
+    assert resolve_decode("auto", torch.device("cuda")) == "tensor"
+    assert resolve_decode("auto", torch.device("cuda"), jpeg_draft=True) == "pil"
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_decode("gpu", torch.device("cpu"))

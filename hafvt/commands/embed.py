@@ -44,7 +44,8 @@ def cmd_embed(args) -> int:
     out = embed_scenario(args.dir, args.model, args.pretrained, images=args.images, titles=args.titles,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
                          precision=args.precision, shard_size=args.shard_size, name=args.name,
-                         overwrite=args.overwrite, jpeg_draft=args.jpeg_draft, weights_dir=args.weights_dir)
+                         overwrite=args.overwrite, jpeg_draft=args.jpeg_draft, weights_dir=args.weights_dir,
+                         decode=args.decode)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         manifest = json.loads((out / "manifest.json").read_text())
         print(f"{out}: tables {manifest['tables']}, dim {manifest['embed_dim']}, fallback {json.dumps(manifest['fallback'])}")
@@ -111,6 +112,9 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="cache name (default: <model>__<tag or file stem>)")
     p.add_argument("--overwrite", action="store_true", help="recompute even if a cache with other settings exists")
     p.add_argument("--jpeg-draft", action="store_true", help="let libjpeg decode at reduced size (faster, slightly different pixels)")
+    p.add_argument("--decode", default="auto", choices=["auto", "gpu", "cpu"],
+                   help="gpu: JPEGs decoded (nvjpeg) and resized on the GPU, other files by PIL; cpu: PIL in the "
+                        "workers; auto: gpu on a CUDA device unless --jpeg-draft")
     p.add_argument("--weights-dir", default=None, help="where cached open_clip weights live (default: the usual caches)")
     p.set_defaults(func=cmd_embed)
 

@@ -192,6 +192,121 @@ class ImageFiles(torch.utils.data.Dataset):
         return torch.zeros(3, self.size, self.size, dtype=torch.uint8 if self.uint8 else torch.float32), False
 
 
+# --------------------------------------------------------------------------- decoding on the device
+
+DECODE_CHOICES = ("auto", "gpu", "cpu")
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class TensorPreprocess:
+    """The PIL part of an open_clip transform (Resize, CenterCrop, RGB) on uint8 (3, H, W) tensors.
+
+    Images of one size are resized as one stack, on whatever device they are on; the result is a
+    uint8 (n, 3, S, S) batch like ``ImageFiles`` gives. Any other step raises ValueError.
+    """
+
+    def __init__(self, pil_part, size: int):
+        from torchvision import transforms as T
+
+        self.size, self.ops = size, []
+        for t in getattr(pil_part, "transforms", [pil_part]):
+            if isinstance(t, T.Resize):
+                self.ops.append(("resize", dict(size=t.size, interpolation=t.interpolation, max_size=t.max_size,
+                                                antialias=True)))
+            elif isinstance(t, T.CenterCrop):
+                self.ops.append(("crop", dict(output_size=list(t.size))))
+            elif "convert" not in (getattr(t, "__name__", "") or type(t).__name__).lower():  # RGB: decode does it
+                raise ValueError(f"no tensor version of preprocessing step {t!r}")
+
+    def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        out = torch.empty(len(images), 3, self.size, self.size, dtype=torch.uint8, device=images[0].device)
+        groups: dict[tuple, list[int]] = {}
+        for k, im in enumerate(images):
+            groups.setdefault(tuple(im.shape), []).append(k)
+        for ks in groups.values():
+            x = torch.stack([images[k] for k in ks])
+            for op, kw in self.ops:
+                x = TF.resize(x, **kw) if op == "resize" else TF.center_crop(x, **kw)
+            if x.shape[-2:] != (self.size, self.size):
+                raise ValueError(f"preprocessing gives {tuple(x.shape[-2:])} images, the model takes {self.size}")
+            out[ks] = x
+        return out
+
+
+class RawFiles(torch.utils.data.Dataset):
+    """(index, raw file bytes as a uint8 tensor, or None when unreadable)."""
+
+    def __init__(self, paths: list):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return i, torch.frombuffer(bytearray(Path(self.paths[i]).read_bytes()), dtype=torch.uint8)
+        except (OSError, TypeError, ValueError):  # missing path, unreadable or empty file
+            return i, None
+
+
+def _as_list(items):
+    return items
+
+
+def _decode_jpegs(raws: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """decode_jpeg in one call; if the batch fails, image by image (None for the ones that fail)."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision 0.29 marks its image decoders deprecated
+        try:
+            return list(decode_jpeg(raws, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            out = []
+            for r in raws:
+                try:
+                    out.append(decode_jpeg(r, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    out.append(None)
+            return out
+
+
+def decode_chunk(items: list, prep: TensorPreprocess, device: torch.device, fallback: "ImageFiles"):
+    """uint8 (n, 3, S, S) on ``device`` and the decoded mask for (index, bytes) items: JPEGs decoded and
+    resized on the device, everything else (PNG, broken files) through the PIL path ``fallback``."""
+    idx = [i for i, _ in items]
+    jpeg = [k for k, (_, raw) in enumerate(items) if raw is not None and bytes(raw[:3].tolist()) == JPEG_MAGIC]
+    decoded = _decode_jpegs([items[k][1] for k in jpeg], device) if jpeg else []
+    good = [(k, im) for k, im in zip(jpeg, decoded) if im is not None and im.numel()]
+    x = torch.empty(len(items), 3, prep.size, prep.size, dtype=torch.uint8, device=device)
+    ok = torch.ones(len(items), dtype=torch.bool)
+    if good:
+        x[[k for k, _ in good]] = prep([im for _, im in good])
+    for k in sorted(set(range(len(items))) - {k for k, _ in good}):
+        img, ok[k] = fallback[idx[k]]
+        x[k] = img.to(device)
+    return x, ok
+
+
+def resolve_decode(decode: str, device: torch.device, jpeg_draft: bool = False) -> str:
+    """'gpu' | 'cpu' | 'auto' -> 'tensor' (torchvision decode + tensor resize on the device) or 'pil' (workers)."""
+    if decode not in DECODE_CHOICES:
+        raise ValueError(f"decode must be one of {DECODE_CHOICES}, got {decode!r}")
+    if decode == "gpu":
+        if device.type != "cuda":
+            raise ValueError("--decode gpu needs a CUDA device")
+        if jpeg_draft:
+            raise ValueError("--jpeg-draft is a PIL option: use it with --decode cpu")
+        return "tensor"
+    if decode == "auto" and device.type == "cuda" and not jpeg_draft:
+        return "tensor"
+    return "pil"
+
+
 def _autocast(device: torch.device, precision: str):
     dtype = PRECISIONS[precision]
     if dtype is None:
@@ -205,18 +320,29 @@ def _image_size(enc: Encoder) -> int:
 
 
 def encode_image_shards(enc: Encoder, paths: list, bounds: list[tuple[int, int]], batch_size: int = 256,
-                        workers: int = 0, precision: str = "fp32", jpeg_draft: bool = False):
+                        workers: int = 0, precision: str = "fp32", jpeg_draft: bool = False, decode: str = "pil"):
     """Yield (embeddings (hi-lo, e) float32 L2-normalised, decoded mask) for each (lo, hi) of ``bounds``.
 
     One DataLoader serves every shard (workers start once); model batches never cross a shard
-    boundary, so a shard's rows do not depend on which other shards run with it.
+    boundary, so a shard's rows do not depend on which other shards run with it. ``decode``:
+    'pil' = workers decode and resize with PIL; 'tensor' = workers only read the files, JPEGs are
+    decoded (torchvision, nvjpeg on CUDA) and resized on the encoder's device (``resolve_decode``).
     """
     pil_part, normalize = split_preprocess(enc.preprocess)
     ds = ImageFiles(paths, pil_part, _image_size(enc), uint8=normalize is not None, jpeg_draft=jpeg_draft)
     chunk = min(batch_size, 128)  # workers ship small chunks (bounded shared memory); the device gathers batches
     chunks = [list(range(s, min(s + chunk, hi))) for lo, hi in bounds for s in range(lo, hi, chunk)]
-    dl = torch.utils.data.DataLoader(ds, batch_sampler=chunks, num_workers=workers, pin_memory=enc.device.type == "cuda")
-    it = iter(dl)
+    if decode == "tensor":
+        if normalize is None:
+            raise ValueError("tensor decoding needs an open_clip transform ending in ToTensor, Normalize")
+        prep = TensorPreprocess(pil_part, _image_size(enc))
+        dl = torch.utils.data.DataLoader(RawFiles(paths), batch_sampler=chunks, num_workers=workers, collate_fn=_as_list)
+        it = (decode_chunk(items, prep, enc.device, ds) for items in dl)
+    elif decode == "pil":
+        dl = torch.utils.data.DataLoader(ds, batch_sampler=chunks, num_workers=workers, pin_memory=enc.device.type == "cuda")
+        it = iter(dl)
+    else:
+        raise ValueError(f"decode must be 'pil' or 'tensor', got {decode!r}")
     with torch.inference_mode():
         for lo, hi in bounds:
             out, oks, pending, seen = [], [], [], lo
@@ -237,11 +363,11 @@ def encode_image_shards(enc: Encoder, paths: list, bounds: list[tuple[int, int]]
 
 
 def encode_images(enc: Encoder, paths: list, batch_size: int = 256, workers: int = 0, precision: str = "fp32",
-                  jpeg_draft: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  jpeg_draft: bool = False, decode: str = "pil") -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised image embeddings (n, e) float32 and a mask of the images that decoded."""
     if not paths:
         return np.zeros((0, enc.info["embed_dim"]), np.float32), np.zeros(0, bool)
-    return next(encode_image_shards(enc, paths, [(0, len(paths))], batch_size, workers, precision, jpeg_draft))
+    return next(encode_image_shards(enc, paths, [(0, len(paths))], batch_size, workers, precision, jpeg_draft, decode))
 
 
 def encode_texts(enc: Encoder, texts: list[str], batch_size: int = 256, precision: str = "fp32") -> np.ndarray:
@@ -322,7 +448,7 @@ def _fill(own: np.ndarray, ok: np.ndarray, other: np.ndarray, other_ok: np.ndarr
 def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images: bool = True, titles: bool = True,
                    device: str | None = None, batch_size: int = 256, workers: int | None = None, precision: str = "auto",
                    shard_size: int = 4096, name: str | None = None, overwrite: bool = False, jpeg_draft: bool = False,
-                   weights_dir: str | None = None, on_shard=None) -> Path:
+                   weights_dir: str | None = None, on_shard=None, decode: str = "auto") -> Path:
     """Embed every catalogue item; returns the cache directory. Resumes from finished shards."""
     if not (images or titles):
         raise ValueError("nothing to embed: both --no-images and --no-titles")
@@ -336,6 +462,7 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}")
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    decode = resolve_decode(decode, device, jpeg_draft)
     rows = read_catalogue(scenario_dir)
     n_x, n_y = domain_counts(rows)
     enc = load_encoder(model, pretrained, device, cache_dir=weights_dir)
@@ -348,6 +475,8 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
             "item_list_sha256": item_list_hash(rows), "images": images, "titles": titles, "shard_size": shard_size,
             "precision": precision, "jpeg_draft": jpeg_draft, "preprocess": repr(enc.preprocess),
             "images_fingerprint": _images_fingerprint(scenario_dir, paths) if images else None}
+    if decode != "pil":  # decoder and resize differ by a pixel level here and there: a setting of the cache
+        plan["decode"] = decode
     if rank == 0:
         old = _old_plan(out)
         if old is not None and old != plan and not overwrite:
@@ -361,7 +490,7 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
     _barrier(world)
     if (out / MANIFEST).is_file():
         return out  # already complete
-    opts = dict(batch_size=batch_size, workers=workers, precision=precision, jpeg_draft=jpeg_draft)
+    opts = dict(batch_size=batch_size, workers=workers, precision=precision, jpeg_draft=jpeg_draft, decode=decode)
     n_shards = (len(rows) + shard_size - 1) // shard_size
     todo = [k for k in range(rank, n_shards, world) if not (shards / f"shard_{k:05d}.npz").is_file()]  # resume
     bounds = [(k * shard_size, min((k + 1) * shard_size, len(rows))) for k in todo]
@@ -414,6 +543,7 @@ def _merge(out: Path, rows, n_x, n_y, n_shards, plan, enc, images, titles, devic
         "embed_dim": dim, "tables": tables, "dtype": "float32", "rows": "L2-normalised, global item-id order",
         "preprocessing": {
             "image": repr(enc.preprocess), "image_size": _image_size(enc), "jpeg_draft": plan["jpeg_draft"],
+            "decode": plan.get("decode", "pil"),
             "normalise_on_device": normalize is not None,
             "text": {"tokenizer": type(enc.tokenizer).__name__, "context_length": getattr(enc.tokenizer, "context_length", None),
                      "long_titles": "cut at the context length by the tokenizer"}},

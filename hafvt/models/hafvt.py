@@ -24,14 +24,19 @@ import torch.nn.functional as F
 
 from hafvt.config import Config, modality_weights
 from hafvt.data.batches import VIEW_INDEX, target_rows
+from hafvt.models import fused_ce
 from hafvt.models.attention import Encoder
+
+# The training loss core: True = the row-chunked fused form (hafvt.models.fused_ce), which never
+# holds the (targets x items) scores; False = ``softmax_nll`` below, the plain reference form.
+FUSED_CE = True
 
 
 def softmax_nll(q: torch.Tensor, E: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """-log softmax(q E^T)[target] per row, without a log-softmax copy of the (rows x items) scores.
+    """-log softmax(q E^T)[target] per row: the reference form, which holds the (rows x items) scores.
 
     The scores stay in the matmul's dtype (bf16 under autocast); the log-sum-exp reduces them in
-    float32. Compiled (``cfg.compile``), the reduction and its backward are single fused passes.
+    float32. ``fused_ce.fused_softmax_nll`` computes the same in row chunks (tests compare them).
     """
     logits = q @ E.T
     if mask is not None:
@@ -66,9 +71,12 @@ class HAFVT(nn.Module):
                 dims[m] = t.shape[1]
         self.enc = nn.ModuleDict({f"{v}_{m}": Encoder(dims[m], cfg) for v in self.views for m in self.modalities})
         self.inv_tau = 1.0 / cfg.temperature
-        self.softmax_nll = softmax_nll
+        self.softmax_nll = fused_ce.fused_softmax_nll if FUSED_CE else softmax_nll
         if cfg.compile and torch.cuda.is_available():
-            self.softmax_nll = torch.compile(softmax_nll, dynamic=True)
+            if FUSED_CE:
+                fused_ce.compile_kernels()
+            else:
+                self.softmax_nll = torch.compile(softmax_nll, dynamic=True)
 
     # ------------------------------------------------------------------ pieces of the equations
     def table(self, m: str) -> torch.Tensor:

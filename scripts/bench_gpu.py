@@ -1,0 +1,337 @@
+#!/usr/bin/env python
+"""One GPU call, one JSON: HAF-VT training and full ranking at Movie-Book scale, CLIP from JPEG files,
+and the yardstick (anchor_workload.py) run in the same call, so ``ratio`` compares like with like.
+
+    PYTHONPATH=. python scripts/bench_gpu.py --anchor .bench/anchor_workload.py \\
+        --out results/gpu/$(date +%F)-nvidia-h200.json
+    PYTHONPATH=. python scripts/bench_gpu.py --quick --device cpu --out /tmp/bench.json   # CPU smoke run
+
+Parts (each prints as it finishes; about 5 minutes on an H200, the anchor included):
+  train   the generated ``paper``-size demo (Movie-Book's 100,782 items, 58,515 training lines),
+          configs/hafvt.yaml, all positions as targets, compiled bf16: first epoch and steady epochs,
+          peak memory; then a few steps of the plain reference loss for comparison
+  eval    rank_split of the test split (7,708 lines) against every item of its domain
+  clip    ViT-B/32 (random-init: speed does not depend on the weights) from ``--clip-images`` 500-px
+          JPEGs: --decode gpu end to end, --decode cpu end to end, and inputs already on the device
+  anchor  ``--anchor`` (default .bench/anchor_workload.py) in a subprocess; its allpos/compile_bf16
+  project Tables 2-4 (every trained row x 3 seeds x 100 epochs) from a few eager steps of each row
+Image/text tables are random unit rows: the cost does not depend on their values.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import hafvt.models.hafvt as hafvt_model  # noqa: E402
+from hafvt.config import load_config  # noqa: E402
+from hafvt.data.batches import scenario_views  # noqa: E402
+from hafvt.data.c2dsr import read_scenario  # noqa: E402
+from hafvt.data.demo import write_demo  # noqa: E402
+from hafvt.models import build_model, needs_tables  # noqa: E402
+from hafvt.provenance import device_name, git_commit  # noqa: E402
+from hafvt.train import make_optimizer, rank_split, train_epoch  # noqa: E402
+
+T0 = time.perf_counter()
+TABLE_ROWS = ["hafvt", "ifcdsr", "id-txt-hier", "id-merged", "id-img-merged", "id-txt-merged",
+              "sasrec", "gru4rec", "srgnn", "c2dsr"]  # trained rows of Tables 2-4 (popularity/transitions are fitted)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def source_hash():
+    try:
+        from hafvt.provenance import source_hash as fn
+    except ImportError:  # added on another branch
+        return None
+    return fn()
+
+
+TABLE_DIM = 512  # CLIP ViT-B/32's e
+
+
+def random_tables(cfg, n_items: int, e: int | None = None) -> dict:
+    e = e or TABLE_DIM
+    rng = np.random.default_rng(0)
+    out = {}
+    for m in needs_tables(cfg):
+        t = rng.standard_normal((n_items, e), dtype=np.float32)
+        out[m] = t / np.linalg.norm(t, axis=1, keepdims=True)
+    return out
+
+
+class Timer:
+    def __init__(self, dev: torch.device):
+        self.dev = dev
+
+    def sync(self):
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    def __call__(self, fn):
+        self.sync()
+        t = time.perf_counter()
+        out = fn()
+        self.sync()
+        return time.perf_counter() - t, out
+
+
+def build(cfg, scn, dev):
+    torch.manual_seed(0)
+    model = build_model(cfg, scn, random_tables(cfg, scn.n_items)).to(dev)
+    if cfg.compile and dev.type == "cuda" and hasattr(model, "enc"):
+        for enc in model.enc.values():
+            enc.compile()
+    return model, make_optimizer(model, cfg, dev)
+
+
+def bench_train(args, dev, timer, scn, views) -> dict:
+    cfg = load_config(REPO / "configs" / "hafvt.yaml", [f"compile={dev.type == 'cuda'}", "amp=true", *args.set])
+    train = views["train"]
+    model, opt = build(cfg, scn, dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    first, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 1, dev, False))
+    log(f"train: first epoch {first:.2f} s")
+    steady = []
+    for epoch in range(2, 2 + args.steady_epochs):
+        s, loss = timer(lambda e=epoch: train_epoch(model, opt, train, cfg, 0, e, dev, False))
+        steady.append(round(s, 3))
+        log(f"train: epoch {epoch} {s:.2f} s (loss {loss:.4f})")
+    out = {"config": "configs/hafvt.yaml", "amp": cfg.amp, "compile": cfg.compile, "batch_size": cfg.batch_size,
+           "fused_ce": hafvt_model.FUSED_CE, "s_first_epoch": round(first, 3), "s_steady_epochs": steady,
+           "s_per_epoch_steady": round(float(np.median(steady)), 3),
+           "peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None,
+           "train_lines": len(train), "items": scn.n_items}
+    # full ranking of the test split (the valid split costs the same per line)
+    test = views["test"]
+    g = torch.Generator().manual_seed(0)
+    cands = torch.randint(0, scn.n_x, (len(test), 1 + cfg.n_neg), generator=g).to(dev)
+    cands[:, 0] = test.target
+    first_eval, _ = timer(lambda: rank_split(model, test, cands, scn.n_x))
+    s_eval, _ = timer(lambda: rank_split(model, test, cands, scn.n_x))
+    out.update(full_rank_eval_s=round(s_eval, 3), full_rank_eval_first_s=round(first_eval, 3), test_lines=len(test))
+    log(f"eval: test split ({len(test)} lines x {scn.n_items} items) {s_eval:.3f} s (first call {first_eval:.3f} s)")
+    del model, opt
+    # the plain reference loss (holds the targets x items scores), same config, a few steps
+    if args.reference_steps:
+        hafvt_model.FUSED_CE = False
+        try:
+            out["reference_loss"] = steps_per_epoch(cfg, scn, train, dev, timer, args.reference_steps, warm=5)
+        finally:
+            hafvt_model.FUSED_CE = True
+        log(f"train: reference loss {out['reference_loss']}")
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def steps_per_epoch(cfg, scn, train, dev, timer, steps: int, warm: int) -> dict:
+    """s/epoch extrapolated from ``steps`` timed steps after ``warm`` (compile included in warm-up)."""
+    model, opt = build(cfg, scn, dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    s_warm, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 0, dev, False, max_steps=warm))
+    s, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 1, dev, False, max_steps=steps))
+    n_steps = math.ceil(len(train) / cfg.batch_size)
+    out = {"s_per_step": round(s / steps, 5), "s_per_epoch_extrapolated": round(s / steps * n_steps, 3),
+           "warmup_s": round(s_warm, 2),
+           "peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None}
+    del model, opt
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def project_tables(args, dev, timer, scn, views, ours: dict) -> dict:
+    """Every trained row x 3 seeds x 100 epochs (+ validation and test ranking every 5 epochs) on one GPU.
+
+    Rows are timed eager (compiling each would cost more than the slice): an upper bound, except
+    for hafvt, which uses the compiled steady epoch measured above.
+    """
+    rows, total = {}, 0.0
+    eval_s = ours.get("full_rank_eval_s", 0.0)
+    for name in TABLE_ROWS:
+        path = REPO / "configs" / f"{name}.yaml"
+        if not path.is_file():
+            continue
+        cfg = load_config(path, ["compile=false", "amp=true", *args.set])
+        train = views["train"] if cfg.train_targets != "last" else scenario_views(scn, cfg.maxlen, True)["train"].to(dev)
+        try:
+            r = steps_per_epoch(cfg, scn, train, dev, timer, args.row_steps, warm=1 if args.quick else 3)
+        except Exception as e:  # a probe: report and go on
+            rows[name] = {"error": repr(e)[:300]}
+            continue
+        evals = cfg.epochs // cfg.eval_every
+        r["s_per_epoch_used"] = ours["s_per_epoch_steady"] if name == "hafvt" and "s_per_epoch_steady" in ours \
+            else r["s_per_epoch_extrapolated"]
+        r["run_s"] = round(cfg.epochs * r["s_per_epoch_used"] + evals * 2 * eval_s, 1)
+        rows[name] = r
+        total += 3 * r["run_s"]
+        log(f"project: {name} {r['s_per_epoch_used']:.2f} s/epoch, run {r['run_s']:.0f} s")
+    return {"rows": rows, "seeds": 3, "epochs": 100, "total_min": round(total / 60, 1),
+            "method": "per row: eager bf16 s/epoch extrapolated from timed steps after warm-up (hafvt: the compiled "
+                      "steady epoch) x epochs, plus valid+test full ranking every eval_every epochs at the measured "
+                      "eval time; runs one after another (an upper bound: compiled rows and concurrent runs are faster)"}
+
+
+def bench_clip(args, dev) -> dict:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_clip import make_jpegs, on_device
+
+    from hafvt.embed.clip import encode_images, load_encoder
+
+    precision = "fp16" if dev.type == "cuda" else "fp32"
+    enc = load_encoder(args.clip_model, "random-init", dev)
+    batch = args.clip_batch
+    workers = args.workers
+    out = {"model": args.clip_model, "pretrained": "random-init", "precision": precision, "batch_size": batch,
+           "n_images": args.clip_images, "jpeg_px": args.jpeg_px, "workers": workers}
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_jpeg_") as tmp:
+        paths = make_jpegs(Path(tmp), args.clip_images, args.jpeg_px, unique=min(256, args.clip_images))
+        out["jpeg_mean_bytes"] = int(np.mean([p.stat().st_size for p in paths[:64]]))
+        for name, decode in (("clip_end_to_end", "tensor"), ("clip_end_to_end_cpu_decode", "pil")):
+            encode_images(enc, paths[: batch], batch, workers, precision, decode=decode)  # warm-up
+            t = time.perf_counter()
+            emb, ok = encode_images(enc, paths, batch, workers, precision, decode=decode)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            rate = len(paths) / (time.perf_counter() - t)
+            assert ok.all() and np.isfinite(emb).all()
+            out[f"{name}_images_per_s"] = round(rate, 1)
+            log(f"clip: {name} ({'gpu' if decode == 'tensor' and dev.type == 'cuda' else decode} decode) {rate:.0f} images/s")
+    out["clip_on_device_images_per_s"] = round(on_device(enc, batch, args.clip_iters, precision, cast=False), 1)
+    log(f"clip: on device (autocast) {out['clip_on_device_images_per_s']:.0f} images/s")
+    if precision != "fp32":
+        out["clip_on_device_weights_cast_images_per_s"] = round(on_device(enc, batch, args.clip_iters, precision, cast=True), 1)
+    del enc
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def run_anchor(args, dev) -> dict:
+    path = Path(args.anchor)
+    if not path.is_file():
+        return {"error": f"{args.anchor} not found (copy ../shared/bench/anchor_workload.py there)"}
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_anchor_") as tmp:
+        env = {**os.environ, "OUT": tmp, "DEV": "cuda" if dev.type == "cuda" else "cpu"}
+        t = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True,
+                                  timeout=args.anchor_timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {args.anchor_timeout} s"}
+        res_file = Path(tmp) / "anchor.json"
+        if proc.returncode != 0 or not res_file.is_file():
+            return {"error": f"exit {proc.returncode}: {proc.stderr[-800:]}"}
+        res = json.loads(res_file.read_text())
+    res["seconds"] = round(time.perf_counter() - t, 1)
+    res["allpos_compile_bf16_s_per_epoch"] = res.get("train", {}).get("allpos/compile_bf16", {}).get("s_per_epoch")
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="the JSON to write (e.g. results/gpu/DATE-KIND.json)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--anchor", default=".bench/anchor_workload.py", help="the yardstick script")
+    ap.add_argument("--anchor-timeout", type=int, default=420)
+    ap.add_argument("--quick", action="store_true", help="shrink everything (CPU smoke run; skips the anchor, whose "
+                    "CPU version takes minutes, unless --with-anchor)")
+    ap.add_argument("--with-anchor", action="store_true", help="run the anchor under --quick too")
+    ap.add_argument("--size", default=None, help="demo size (default: paper; tiny with --quick)")
+    ap.add_argument("--steady-epochs", type=int, default=2)
+    ap.add_argument("--reference-steps", type=int, default=30, help="timed steps of the plain reference loss (0: skip)")
+    ap.add_argument("--row-steps", type=int, default=10, help="timed steps per Tables 2-4 row (0: skip the projection)")
+    ap.add_argument("--clip-model", default="ViT-B-32")
+    ap.add_argument("--clip-images", type=int, default=6000)
+    ap.add_argument("--clip-batch", type=int, default=1024)
+    ap.add_argument("--clip-iters", type=int, default=20)
+    ap.add_argument("--jpeg-px", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, clip, anchor, project")
+    ap.add_argument("--set", action="append", default=[], help="config overrides for the training runs")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.size = args.size or "tiny"
+        args.steady_epochs = min(args.steady_epochs, 2)
+        args.reference_steps = min(args.reference_steps, 3)
+        args.row_steps = min(args.row_steps, 2)
+        args.clip_images, args.clip_batch, args.clip_iters, args.workers = 16, 8, 1, min(args.workers, 2)
+        args.set = ["q=32", *args.set]
+        global TABLE_DIM
+        TABLE_DIM = 32
+    skip = set(filter(None, args.skip.split(",")))
+    if args.quick and not args.with_anchor:
+        skip.add("anchor")
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        torch.set_flush_denormal(True)  # as hafvt.train.run does on CPU
+    timer = Timer(dev)
+    commit = git_commit()
+    report = {"commit": commit["commit"], "dirty": commit["dirty"], "source_hash": source_hash(),
+              "device_name": device_name(str(dev)), "torch": torch.__version__, "python": platform.python_version(),
+              "command": " ".join(["scripts/bench_gpu.py", *(sys.argv[1:] if argv is None else argv)]).replace(f"{REPO}/", ""),
+              "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick}
+    log(f"{report['device_name']}, torch {torch.__version__}, commit {report['commit']}")
+
+    # the yardstick first, in its own process, before this one holds GPU memory
+    anchor = run_anchor(args, dev) if "anchor" not in skip else {"error": "skipped"}
+    report["anchor"] = anchor
+    log(f"anchor: allpos/compile_bf16 {anchor.get('allpos_compile_bf16_s_per_epoch')} s/epoch "
+        f"({anchor.get('seconds', anchor.get('error'))})")
+
+    ours = {}
+    if "train" not in skip or "project" not in skip:
+        with tempfile.TemporaryDirectory(prefix="bench_gpu_demo_") as tmp:
+            size = args.size or "paper"
+            scn_dir = write_demo(Path(tmp) / f"demo-{size}", size=size, seed=0, images=False)
+            scn = read_scenario(scn_dir)
+            views = {k: v.to(dev) for k, v in scenario_views(scn, 15).items()}
+            log(f"scenario: demo-{size}, {scn.n_items} items, {len(views['train'])} training lines")
+            if "train" not in skip:
+                ours.update(bench_train(args, dev, timer, scn, views))
+            if "project" not in skip and args.row_steps:
+                report["tables_projection"] = project_tables(args, dev, timer, scn, views, ours)
+    if "clip" not in skip:
+        clip = bench_clip(args, dev)
+        report["clip"] = clip
+        report["clip_end_to_end_images_per_s"] = clip["clip_end_to_end_images_per_s"]
+        report["clip_on_device_images_per_s"] = clip["clip_on_device_images_per_s"]
+    report["ours"] = ours
+    a = anchor.get("allpos_compile_bf16_s_per_epoch")
+    s = ours.get("s_per_epoch_steady")
+    report["ratio"] = round(s / a, 3) if a and s else None
+    report["first_over_steady"] = round(ours["s_first_epoch"] / s, 3) if s else None
+    report["seconds"] = round(time.perf_counter() - T0, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = {k: report.get(k) for k in ("ratio", "first_over_steady", "clip_end_to_end_images_per_s",
+                                           "clip_on_device_images_per_s", "seconds")}
+    summary.update({k: ours.get(k) for k in ("s_per_epoch_steady", "s_first_epoch", "peak_gib", "full_rank_eval_s")})
+    log(f"wrote {args.out}: {json.dumps(summary)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
