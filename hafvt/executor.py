@@ -29,7 +29,7 @@ def finished(rd: Path) -> bool:
     return (Path(rd) / "results.json").is_file() and (Path(rd) / "test_ranks.npz").is_file()
 
 
-def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invocation: dict, threads: int,
+def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invocation: dict | None, threads: int,
            scenario=None) -> str | None:
     """One run; returns an error message for the expected failures (e.g. a missing embedding cache)."""
     import torch
@@ -38,7 +38,8 @@ def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invoc
     from hafvt.config import Config
     from hafvt.train import run
 
-    provenance.set_invocation(invocation)
+    if invocation is not None:  # a worker process records what its parent was asked to do
+        provenance.set_invocation(invocation)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -69,7 +70,7 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
             bar.set_postfix_str(job.label)
-            done(job, _train(str(scenario_dir), job.cfg, str(job.out), device, job.seed, inv, 0, scenario))
+            done(job, _train(str(scenario_dir), job.cfg, str(job.out), device, job.seed, None, 0, scenario))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 0
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:

@@ -20,7 +20,6 @@ Image/text tables are random unit rows: the cost does not depend on their values
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,8 @@ from hafvt.data.batches import scenario_views  # noqa: E402
 from hafvt.data.c2dsr import read_scenario  # noqa: E402
 from hafvt.data.demo import write_demo  # noqa: E402
 from hafvt.models import build_model, needs_tables  # noqa: E402
-from hafvt.provenance import device_name, git_commit  # noqa: E402
+from hafvt.io import atomic_write_json  # noqa: E402
+from hafvt.provenance import record  # noqa: E402
 from hafvt.train import make_optimizer, rank_split, train_epoch  # noqa: E402
 
 T0 = time.perf_counter()
@@ -54,14 +53,6 @@ TABLE_ROWS = ["hafvt", "ifcdsr", "id-txt-hier", "id-merged", "id-img-merged", "i
 
 def log(msg: str) -> None:
     print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
-
-
-def source_hash():
-    try:
-        from hafvt.provenance import source_hash as fn
-    except ImportError:  # added on another branch
-        return None
-    return fn()
 
 
 TABLE_DIM = 512  # CLIP ViT-B/32's e
@@ -288,11 +279,10 @@ def main(argv=None) -> int:
     else:
         torch.set_flush_denormal(True)  # as hafvt.train.run does on CPU
     timer = Timer(dev)
-    commit = git_commit()
-    report = {"commit": commit["commit"], "dirty": commit["dirty"], "source_hash": source_hash(),
-              "device_name": device_name(str(dev)), "torch": torch.__version__, "python": platform.python_version(),
-              "command": " ".join(["scripts/bench_gpu.py", *(sys.argv[1:] if argv is None else argv)]).replace(f"{REPO}/", ""),
-              "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick}
+    prov = record(str(dev), kind="benchmark")  # a dated measurement of these sources (hafvt provenance check)
+    report = {"commit": prov["commit"], "dirty": prov["dirty"], "source_hash": prov["source_hash"],
+              "device_name": prov["device"], "torch": torch.__version__, "python": platform.python_version(),
+              "command": prov["command"], "timestamp": prov["created"], "quick": args.quick, "provenance": prov}
     log(f"{report['device_name']}, torch {torch.__version__}, commit {report['commit']}")
 
     # the yardstick first, in its own process, before this one holds GPU memory
@@ -324,8 +314,7 @@ def main(argv=None) -> int:
     report["ratio"] = round(s / a, 3) if a and s else None
     report["first_over_steady"] = round(ours["s_first_epoch"] / s, 3) if s else None
     report["seconds"] = round(time.perf_counter() - T0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
     summary = {k: report.get(k) for k in ("ratio", "first_over_steady", "clip_end_to_end_images_per_s",
                                            "clip_on_device_images_per_s", "seconds")}
     summary.update({k: ours.get(k) for k in ("s_per_epoch_steady", "s_first_epoch", "peak_gib", "full_rank_eval_s")})

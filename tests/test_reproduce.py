@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,21 @@ def test_worker_processes_give_the_same_numbers(tmp_path):
     ra, rb = a["rows"][0], b["rows"][0]
     assert ra["metrics"]["sampled"]["X"]["mrr"]["values"] == rb["metrics"]["sampled"]["X"]["mrr"]["values"]
     assert ra["metrics"]["full"]["Y"]["mrr"]["values"] == rb["metrics"]["full"]["Y"]["mrr"]["values"]
+
+
+def test_sensitivity_varies_one_key_and_chooses_on_validation(tmp_path):
+    d = tiny_demo(tmp_path)
+    out = tmp_path / "s"
+    rc = cli(["sensitivity", str(d), "--row", "id-merged", "--vary", "temperature=0.1,0.5", "--vary", "dropout=0.1",
+              "--seeds", "2", "--epochs", "1", "--set", "q=16", "--set", "n_neg=19", "--quiet", "--out", str(out)])
+    assert rc == 0
+    s = json.loads((out / "sensitivity.json").read_text())
+    # 0.1 is the default temperature: not trained twice
+    assert [(v["key"], v["value"]) for v in s["variants"]] == [("default", None), ("temperature", 0.5), ("dropout", 0.1)]
+    assert len(s["runs"]) == 6 and all(v["seeds"] == 2 for v in s["variants"])
+    best = max(s["variants"], key=lambda v: v["valid_mean"])
+    assert s["chosen_by_validation"] == {"key": best["key"], "value": best["value"]}
+    r = json.loads((out / "runs" / "id-merged" / "temperature=0.5" / "seed1" / "results.json").read_text())
+    assert r["config"]["temperature"] == 0.5 and r["provenance"]["seed"] == 1
+    v = next(v for v in s["variants"] if v["key"] == "temperature")
+    assert v["test_X"] == pytest.approx(np.mean([x["test_X"] for x in s["runs"] if x["key"] == "temperature"]))

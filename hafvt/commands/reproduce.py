@@ -17,8 +17,26 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for every row")
     p.add_argument("--rows", help="comma-separated subset of the table's rows (default: all)")
     p.add_argument("--out", type=Path, required=True, help="output folder (finished runs in OUT/runs are reused)")
+    p.add_argument("--grid", choices=["paper", "none"], help="'paper': search lr x l2 over the papers' grids per "
+                   "trainable row (seed 0, chosen on validation) before the seeds")
+    p.add_argument("--grid-rows", help="comma-separated rows to search (default: every trainable row)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("sensitivity", help="vary one setting at a time around a row's config; choose on validation only")
+    p.add_argument("dir", type=Path, help="scenario directory")
+    p.add_argument("--row", required=True, help="a config in configs/ (e.g. id-merged)")
+    p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...", help="values of one config key")
+    p.add_argument("--params", type=Path, help="a notebooks/params/*.yaml file for seeds, epochs, overrides, device")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sensitivity)
 
 
 def params_defaults(path: Path | None, table: int) -> dict:
@@ -32,6 +50,7 @@ def params_defaults(path: Path | None, table: int) -> dict:
     p = yaml.safe_load(path.read_text()) or {}
     rows = p.get("rows_table4" if table == 4 else "rows_table2") or None
     return {"seeds": p.get("seeds"), "epochs": p.get("epochs"), "device": p.get("device"), "rows": rows,
+            "grid": p.get("grid"), "grid_rows": p.get("grid_rows"),
             "overrides": [f"{k}={json.dumps(v)}" for k, v in (p.get("overrides") or {}).items()], "file": p}
 
 
@@ -39,15 +58,14 @@ def cmd_reproduce(args) -> int:
     from hafvt import provenance
     from hafvt.reproduce import DOMAINS, reproduce_table
 
-    d = params_defaults(args.params, args.table)
-    if args.params is not None:
-        inv = provenance.invocation()
-        provenance.set_invocation({**inv, "parameters_file": provenance.portable(args.params), "parameters": d["file"]})
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else d.get("rows")
+    d = _with_params(args, args.table)
+    rows = _names(args.rows) or d.get("rows")
     t = reproduce_table(args.dir, args.table, args.seeds or d.get("seeds") or 3, args.out,
                         device=args.device or d.get("device") or "cpu",
                         epochs=args.epochs if args.epochs is not None else d.get("epochs"),
-                        overrides=d.get("overrides", []) + args.overrides, rows=rows, progress=not args.quiet)
+                        overrides=d.get("overrides", []) + args.overrides, rows=rows, progress=not args.quiet,
+                        grid=args.grid or d.get("grid"), grid_rows=_names(args.grid_rows) or d.get("grid_rows"),
+                        workers=args.jobs)
     print(f"table {t['table']} ({t['label']}): {args.out}/table{t['table']}.md")
     for r in t["rows"]:
         if r["seeds_done"]:
@@ -56,3 +74,40 @@ def cmd_reproduce(args) -> int:
         else:
             print(f"  {r['row']:<14} no finished run: {'; '.join(r['errors'])}")
     return 1 if t["errors"] else 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [r.strip() for r in text.split(",") if r.strip()] if text else None
+
+
+def _with_params(args, table: int) -> dict:
+    """The parameters file's defaults; the file and its content are recorded in every provenance record."""
+    from hafvt import provenance
+
+    d = params_defaults(args.params, table)
+    if args.params is not None:
+        provenance.set_invocation({**provenance.invocation(), "parameters_file": provenance.portable(args.params),
+                                   "parameters": d["file"]})
+    return d
+
+
+def cmd_sensitivity(args) -> int:
+    from hafvt.config import parse_value
+    from hafvt.sensitivity import sensitivity
+
+    d = _with_params(args, 2)
+    vary = {}
+    for item in args.vary:
+        key, _, values = item.partition("=")
+        if not values:
+            raise ValueError(f"--vary expects KEY=V1,V2,..., got {item!r}")
+        vary[key.strip()] = [parse_value(v) for v in values.split(",")]
+    r = sensitivity(args.dir, args.row, vary, args.seeds or d.get("seeds") or 2, args.out,
+                    device=args.device or d.get("device") or "cpu",
+                    epochs=args.epochs if args.epochs is not None else d.get("epochs"),
+                    overrides=d.get("overrides", []) + args.overrides, workers=args.jobs, progress=not args.quiet)
+    for v in r["variants"]:
+        print(f"  {v['key']}={v['value']}: valid MRR X {v['valid_X']:.2f} Y {v['valid_Y']:.2f}; "
+              f"test X {v['test_X']:.2f} Y {v['test_Y']:.2f} ({v['seeds']} seeds)")
+    print(f"chosen by validation: {r['chosen_by_validation']} -> {args.out}/sensitivity.json")
+    return 1 if r["errors"] else 0

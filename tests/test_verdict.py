@@ -1,0 +1,64 @@
+"""The verdict page's evidence: per-seed paired differences, 95% intervals, and words that follow them."""
+import json
+
+import numpy as np
+import pytest
+
+from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, evidence, quoted_gain, verdict
+
+
+def row(name, values_x, values_y=None, role="proposed", count_based=False):
+    def m(v):
+        return {"mrr": {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": list(v)}}
+    vy = values_y if values_y is not None else values_x
+    metrics = {"sampled": {"X": m(values_x), "Y": m(vy)}}
+    return {"row": name, "seeds_done": len(values_x), "seeds": list(range(len(values_x))), "role": role,
+            "count_based": count_based, "metrics": metrics, "metrics_average_ties": metrics}
+
+
+def table(k, rows):
+    return {"table": k, "rows": rows, "label": "test", "domains": {"X": "A", "Y": "B"}}
+
+
+def test_interval_and_verdict_words():
+    c = Claim("c", "a", "b", 4, None, "")
+    t = table(4, [row("a", [10, 11, 12], [5, 5.5, 4.5]), row("b", [8, 9, 10], [5, 5, 5])])
+    e = evidence(c, [t])
+    assert e["X"]["per_seed"] == [2, 2, 2] and e["X"]["mean"] == 2 and e["X"]["verdict"] == "supports"
+    assert e["Y"]["verdict"] == "inconclusive" and e["Y"]["ci95"][0] < 0 < e["Y"]["ci95"][1]
+    # the interval is the t-interval over the paired per-seed differences
+    t2 = table(4, [row("a", [1, 2, 3]), row("b", [3, 5, 4])])
+    d = np.array([-2, -3, -1.0])
+    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)
+    e = evidence(c, [t2])["X"]
+    assert e["verdict"] == "inconclusive" and e["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+
+
+def test_missing_rows_are_not_tested_and_best_baseline_is_chosen_per_domain():
+    c = Claim("c", "hafvt", BEST_BASELINE, 2, None, "")
+    t = table(2, [row("popularity", [5, 5], [9, 9], role="baseline", count_based=True), row("sasrec", [7, 7], [3, 3], role="baseline"),
+                  row("hafvt", [6, 6], [4, 4])])
+    e = evidence(c, [t])
+    assert e["X"]["base"] == "sasrec" and e["X"]["verdict"] == "contradicts" and e["X"]["mean"] == -1  # below on every seed
+    assert e["Y"]["base"] == "popularity"
+    assert evidence(Claim("c", "id-img-merged", "id-merged", 4, None, ""), [t])["X"]["verdict"] == "not tested"
+
+
+def test_a_model_that_learned_nothing_is_never_said_to_support_a_claim():
+    """Negative control: a row equal to its base up to noise around zero never gets 'supports'."""
+    rng = np.random.default_rng(0)
+    c = Claim("c", "a", "b", 4, None, "")
+    for _ in range(50):
+        base = rng.normal(10, 1, 5)
+        e = evidence(c, [table(4, [row("a", base + rng.normal(0, 0.01, 5) - 0.05), row("b", base)])])
+        assert e["X"]["verdict"] != "supports"
+
+
+def test_every_claim_has_a_row_per_dataset_and_quoted_gains(tmp_path):
+    f = tmp_path / "table4.json"
+    f.write_text(json.dumps(table(4, [row("id-merged", [1, 2]), row("id-img-merged", [2, 3])])))
+    rows = verdict({"demo": [tmp_path], "none": []})
+    assert [r["claim"] for r in rows] == [c.claim for c in CLAIMS]
+    img = rows[0]
+    assert img["evidence"]["demo"]["X"]["mean"] == 1 and img["evidence"]["none"]["X"]["verdict"] == "not tested"
+    assert img["quoted_gain_x"] == pytest.approx(6.01 - 5.41, abs=0.5) and quoted_gain(CLAIMS[3]) is None
