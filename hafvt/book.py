@@ -54,6 +54,49 @@ def cpu_settings() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
+# --------------------------------------------------------------------------- a page's set-up
+
+# The papermill parameters every notebook declares (one parameters file per target serves them all).
+PARAMETERS = ("target", "scenario", "runs", "publish", "device", "epochs", "seeds", "overrides", "rows_table2",
+              "rows_table4", "real_results", "smoke")
+
+
+def setup(notebook: str, namespace: dict):
+    """The set-up every page shares, from its parameters (read from ``namespace``, the notebook's globals).
+
+    Smoke mode (``smoke`` or ``HAFVT_SMOKE=1``) swaps in a tiny demo, one epoch and one seed. Shows the
+    data label and the page's provenance; returns the derived values as attributes: ``smoke``, ``root``,
+    ``scenario``/``runs``/``publish``/``real`` (paths), ``tables`` (where hafvt.reproduce writes),
+    ``epochs``, ``seeds``, ``overrides`` (the runner's ``--set`` form), ``kind``, ``params``.
+    """
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML, display
+
+    from hafvt.data.labels import scenario_kind
+
+    params = {k: namespace[k] for k in PARAMETERS}
+    p = dict(params)
+    smoke = smoke_from_env(p["smoke"])
+    root = repo_root()
+    cpu_settings()  # subnormal floats made some CPU epochs 15x slower; see cpu_settings
+    if smoke:  # a tiny demo and one short run per row: proves the notebook runs, shows nothing worth reading
+        p.update(scenario="build/smoke/demo", runs="build/smoke/runs", publish="", epochs=1, seeds=1)
+        prepare_demo(root / p["scenario"], size="tiny", encoder_epochs=1, embed_dim=32, log=lambda *a: None)
+    ns = SimpleNamespace(smoke=smoke, root=root, params=params, epochs=p["epochs"], seeds=p["seeds"],
+                         scenario=resolve(p["scenario"], root), runs=resolve(p["runs"], root),
+                         publish=resolve(p["publish"], root), real=resolve(p["real_results"], root),
+                         overrides=[f"{k}={json.dumps(v)}" for k, v in p["overrides"].items()])
+    ns.tables = ns.runs / "tables"  # hafvt.reproduce writes tables/table<k>.* and tables/runs/<row>/seed<k>/
+    ns.runs.mkdir(parents=True, exist_ok=True)
+    ns.kind = scenario_kind(ns.scenario)
+    plt.rcParams.update({"figure.dpi": 96, "savefig.dpi": 96, "font.size": 9})
+    display(HTML(label_html(ns.kind)))
+    provenance_cell(notebook, params)
+    return ns
+
+
 # --------------------------------------------------------------------------- demo set-up
 
 

@@ -227,8 +227,6 @@ def paired_test(out: Path, rows: list[dict], proposed: set) -> dict:
     row when the table has one (else the best row), the second the best other baseline.
     ``comparison`` says which: with no finished proposed row, two baselines are compared.
     """
-    from scipy import stats
-
     done = [r for r in rows if r["seeds_done"]]
     has_proposed = any(r["row"] in proposed for r in done)
     out_d = {"tests": "Wilcoxon signed-rank (two-sided, zero differences dropped) and paired t-test (two-sided), scipy.stats",
@@ -247,23 +245,56 @@ def paired_test(out: Path, rows: list[dict], proposed: set) -> dict:
             continue
         entry = {"best_row": best_overall["row"], "row_a": a["row"], "row_b_best_baseline": b["row"],
                  "comparison": out_d["comparison"]}
-        ra, rb = _load_ranks(out, a["row"], a["seeds"]), _load_ranks(out, b["row"], b["seeds"])
-        dom = ra[0]["domain"] == (0 if d == "X" else 1)
-        for kind in KINDS:
-            x = _mean_rr(ra, f"{kind}_average")[dom]
-            y = _mean_rr(rb, f"{kind}_average")[dom]
-            res = {"n": int(dom.sum()), "mrr_a": 100 * float(x.mean()), "mrr_b": 100 * float(y.mean()),
-                   "mean_difference": 100 * float((x - y).mean())}
-            try:
-                w = stats.wilcoxon(x, y)
-                res["wilcoxon"] = {"statistic": float(w.statistic), "p": float(w.pvalue)}
-            except ValueError as e:  # e.g. every difference is zero
-                res["wilcoxon"] = {"statistic": None, "p": None, "note": str(e)}
-            t = stats.ttest_rel(x, y)
-            res["t_test"] = {"statistic": float(t.statistic), "p": float(t.pvalue)}
-            entry[kind] = res
-        out_d["domains"][d] = entry
+        out_d["domains"][d] = {**entry, **compare_lines(out, a, b, d)}
     return out_d
+
+
+def compare_lines(out: Path, a: dict, b: dict, d: str) -> dict:
+    """Row a vs row b on the test lines of domain d: per-line reciprocal ranks (mean over each row's
+    seeds, average-rank ties), Wilcoxon signed-rank and paired t-test, sampled and full ranking."""
+    from scipy import stats
+
+    ra, rb = _load_ranks(out, a["row"], a["seeds"]), _load_ranks(out, b["row"], b["seeds"])
+    dom = ra[0]["domain"] == (0 if d == "X" else 1)
+    entry = {}
+    for kind in KINDS:
+        x = _mean_rr(ra, f"{kind}_average")[dom]
+        y = _mean_rr(rb, f"{kind}_average")[dom]
+        res = {"n": int(dom.sum()), "mrr_a": 100 * float(x.mean()), "mrr_b": 100 * float(y.mean()),
+               "mean_difference": 100 * float((x - y).mean())}
+        try:
+            w = stats.wilcoxon(x, y)
+            res["wilcoxon"] = {"statistic": float(w.statistic), "p": float(w.pvalue)}
+        except ValueError as e:  # e.g. every difference is zero
+            res["wilcoxon"] = {"statistic": None, "p": None, "note": str(e)}
+        t = stats.ttest_rel(x, y)
+        res["t_test"] = {"statistic": float(t.statistic), "p": float(t.pvalue)}
+        entry[kind] = res
+    return entry
+
+
+# Questions every table answers when it holds both rows ("best trained row": the non-count row with the
+# highest mean sampled MRR, average ties, in the domain).
+PAIRS = [("id-hier", "id-merged"), ("id-hier-symmetric", "id-hier"), ("id-txt-hier", "id-txt-merged"),
+         ("hafvt", "ifcdsr"), ("best trained row", "transitions")]
+
+
+def named_pairs(out: Path, rows: list[dict]) -> list[dict]:
+    """Paired tests of ``PAIRS`` (where both rows finished), per domain."""
+    done = {r["row"]: r for r in rows if r["seeds_done"]}
+    res = []
+    for a_name, b_name in PAIRS:
+        for d in DOMAINS:
+            if a_name == "best trained row":
+                trained = [r for r in done.values() if not r["count_based"]]
+                a = max(trained, key=lambda r: r["metrics_average_ties"]["sampled"][d]["mrr"]["mean"], default=None)
+            else:
+                a = done.get(a_name)
+            b = done.get(b_name)
+            if a is not None and b is not None:
+                res.append({"pair": f"{a_name} vs {b_name}", "row_a": a["row"], "row_b": b["row"], "domain": d,
+                            **compare_lines(out, a, b, d)})
+    return res
 
 
 def cold_slice(out: Path, rows: list[dict], train_items: np.ndarray, test_targets: np.ndarray, n_items: int) -> dict:
@@ -349,6 +380,7 @@ def build_table(scenario_dir: Path, table: int, seeds: int, out: Path, cfgs: dic
     }
     proposed = PROPOSED[table]
     result["paired_test"] = paired_test(out, rows, proposed)
+    result["pairs"] = named_pairs(out, rows)
     result["cold_items"] = cold_slice(out, rows, scn.split("train").items, scn.split("test").targets, scn.n_items)
     result["provenance"] = record(device, kind="table", seeds=list(range(seeds)), data_hash=data_hash(scenario_dir),
                                   config_hashes={r: c.hash() for r, c in cfgs.items()})
@@ -440,6 +472,15 @@ def to_markdown(t: dict) -> str:
             wp = x["wilcoxon"]["p"]
             L.append(f"| {d} | {kind} | {e['row_a']} | {e['row_b_best_baseline']} | {x['n']} | {x['mrr_a']:.2f} | {x['mrr_b']:.2f} | "
                      f"{x['mean_difference']:+.2f} | {'–' if wp is None else f'{wp:.3g}'} | {x['t_test']['p']:.3g} |")
+    if t.get("pairs"):
+        L += ["", "## Paired tests of named questions", "", "| question | domain | row A | row B | ranking | n | MRR A | MRR B | diff | Wilcoxon p | t-test p |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for e in t["pairs"]:
+            for kind in KINDS:
+                x = e[kind]
+                wp = x["wilcoxon"]["p"]
+                L.append(f"| {e['pair']} | {e['domain']} | {e['row_a']} | {e['row_b']} | {kind} | {x['n']} | {x['mrr_a']:.2f} | "
+                         f"{x['mrr_b']:.2f} | {x['mean_difference']:+.2f} | {'–' if wp is None else f'{wp:.3g}'} | {x['t_test']['p']:.3g} |")
     c = t["cold_items"]
     L += ["", "## Cold items: sampled MRR by the target's training frequency", "", f"{c['unit']}; bucket by {c['bucket_by']}.", ""]
     labels = [b[2] for b in COLD_BUCKETS]

@@ -157,3 +157,37 @@ def long_frame(rows: list[dict]):
             for r in rows for name, ev in r["evidence"].items() for d, e in ev.items() if e["verdict"] != "not tested"
             for v in e["per_seed"]]
     return pd.DataFrame(recs, columns=["claim", "data", "domain", "difference"])
+
+
+CAVEATS = {
+    "demo": "synthetic data with a planted signal and a small demo encoder, not CLIP: shows whether the model and the "
+            "protocol can extract that signal, not what happens on Amazon data",
+    "derived": "real interactions, but trained on 90% of the valid users (the release lacks the train split) and without "
+               "images or titles: tests the ID-only claims and the baselines, not the fusion claims",
+    "benchmark": "the papers' data",
+}
+
+
+def summary_markdown(rows: list[dict], kinds: dict[str, str]) -> str:
+    """The verdict table as Markdown: one row per claim; quoted gain; each data set's evidence per domain."""
+    names = list(rows[0]["evidence"]) if rows else []
+    head = ["claim", "paper's gain (X, quoted)"] + [f"{n}: {d}" for n in names for d in DOMAINS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        q = "–" if r["quoted_gain_x"] is None else f"{r['quoted_gain_x']:+.2f}"
+        cells = [cell(r["evidence"][n][d]) for n in names for d in DOMAINS]
+        lines.append("| " + " | ".join([r["claim"], q, *cells]) + " |")
+    lines += ["", "What each data set can show: " + "; ".join(f"**{n}** — {CAVEATS.get(kinds.get(n, ''), kinds.get(n, ''))}"
+                                                          for n in names) + "."]
+    return "\n".join(lines)
+
+
+def counts(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """How many (claim, domain) cells of each data set got each verdict word."""
+    out: dict = {}
+    for r in rows:
+        for name, ev in r["evidence"].items():
+            for e in ev.values():
+                out.setdefault(name, {}).setdefault(e["verdict"], 0)
+                out[name][e["verdict"]] += 1
+    return out

@@ -221,3 +221,108 @@ def heat_colour(w: float, vmax: float = 1.0) -> str:
 
 def esc(text) -> str:
     return html.escape(str(text), quote=True)
+
+
+# --------------------------------------------------------------------------- statistics over seeds (seaborn)
+
+
+def seeds_frame(table: dict, kind: str = "sampled", metric: str = "mrr"):
+    """One row per (table row, domain, seed): the long form seaborn wants."""
+    import pandas as pd
+
+    recs = [{"row": r["row"], "domain": d, "seed": s, "value": v}
+            for r in table["rows"] if r["seeds_done"]
+            for d in ("X", "Y") for s, v in zip(r["seeds"], r["metrics"][kind][d][metric]["values"])]
+    return pd.DataFrame(recs, columns=["row", "domain", "seed", "value"])
+
+
+def plot_seeds(table: dict, kind: str = "sampled", metric: str = "mrr", title: str = ""):
+    """Mean and 95% interval over seeds (t-based bootstrap of seaborn) with every seed as a point, per domain."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = seeds_frame(table, kind, metric)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * max(4, df["row"].nunique()) + 1), layout="constrained", sharey=True)
+    for ax, d in zip(axes, ("X", "Y")):
+        part = df[df["domain"] == d]
+        sns.pointplot(data=part, y="row", x="value", errorbar=("ci", 95), linestyle="none", color="#1f4e79",
+                      markers="D", ax=ax)
+        sns.stripplot(data=part, y="row", x="value", color="#d95f02", alpha=0.6, size=4, ax=ax)
+        ax.set_title(f"domain {d}: {kind} {metric.upper()} x100, mean and 95% CI over seeds (dots: seeds)", fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_gains(frame, title: str = ""):
+    """Per-seed differences of each claim's two rows, mean and 95% CI, by data set (hafvt.verdict.long_frame)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if frame.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * frame["claim"].nunique() + 1.5), layout="constrained", sharey=True)
+    for ax, d in zip(axes, ("X", "Y")):
+        part = frame[frame["domain"] == d]
+        sns.pointplot(data=part, y="claim", x="difference", hue="data", errorbar=("ci", 95), linestyle="none",
+                      dodge=0.4, markers="D", ax=ax)
+        sns.stripplot(data=part, y="claim", x="difference", hue="data", dodge=True, alpha=0.5, size=3, ax=ax, legend=False)
+        ax.axvline(0, color="#444", lw=0.8)
+        ax.set_title(f"domain {d}: MRR x100 of the claim's row minus its base, per seed", fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_sensitivity(sens: dict):
+    """Validation and test MRR of every variant (one setting changed at a time), mean and 95% CI over seeds."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    recs = []
+    for r in sens["runs"]:
+        label = "default" if r["key"] == "default" else f"{r['key']}={r['value']}"
+        for d in ("X", "Y"):
+            recs += [{"variant": label, "domain": d, "split": split, "mrr": r[f"{split}_{d}"]} for split in ("valid", "test")]
+    df = pd.DataFrame(recs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * df["variant"].nunique() + 1.5), layout="constrained", sharey=True)
+    for ax, d in zip(axes, ("X", "Y")):
+        part = df[df["domain"] == d]
+        sns.pointplot(data=part, y="variant", x="mrr", hue="split", errorbar=("ci", 95), linestyle="none", dodge=0.3,
+                      markers="D", ax=ax)
+        ax.set_title(f"{sens['row']}, domain {d}: sampled MRR x100 (validation chooses; test shown)", fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    return fig
+
+
+def ci_table(table: dict):
+    """Mean and 95% t-interval over seeds of MRR x100 per row, domain and ranking, with selected epochs."""
+    import pandas as pd
+    from scipy import stats
+
+    from hafvt.reproduce import selected_epochs
+
+    def fmt(v):
+        v = np.asarray(v, dtype=float)
+        if len(v) < 2:
+            return f"{v.mean():.2f}"
+        half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        return f"{v.mean():.2f} ± {half:.2f}"
+
+    recs = []
+    for r in table["rows"]:
+        if not r["seeds_done"]:
+            continue
+        rec = {"row": r["row"], "seeds": r["seeds_done"]}
+        for kind in ("sampled", "full"):
+            for d in ("X", "Y"):
+                rec[f"{kind} MRR {d}"] = fmt(r["metrics"][kind][d]["mrr"]["values"])
+        rec["selected epoch X / Y"] = selected_epochs(r)
+        recs.append(rec)
+    return pd.DataFrame(recs).set_index("row")

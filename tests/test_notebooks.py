@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ["01_dataset_statistics", "02_clip_embedding", "03_training", "04_main_results", "05_ablation", "06_attention"]
+NAMES = ["01_dataset_statistics", "02_clip_embedding", "03_training", "04_main_results", "05_ablation", "06_attention",
+         "07_real_data", "08_verdict"]
 SOURCES = [REPO / "notebooks" / f"{n}.ipynb" for n in NAMES]
 
 
@@ -30,7 +31,7 @@ def test_one_parameters_cell_then_derived(path):
     idx = parameters_cells(nb)
     assert len(idx) == 1, f"{path.name}: {len(idx)} cells tagged 'parameters'"
     nxt = nb.cells[idx[0] + 1]
-    assert nxt.cell_type == "code" and "smoke_from_env(smoke)" in nxt.source, "derived values belong in the next cell"
+    assert nxt.cell_type == "code" and "book.setup(" in nxt.source, "derived values belong in the next cell"
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "source notebooks are committed unexecuted"
     assert {"scenario", "device", "epochs", "seeds", "smoke"} <= parameter_names(nb)
 

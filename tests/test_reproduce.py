@@ -163,3 +163,15 @@ def test_sensitivity_varies_one_key_and_chooses_on_validation(tmp_path):
     assert r["config"]["temperature"] == 0.5 and r["provenance"]["seed"] == 1
     v = next(v for v in s["variants"] if v["key"] == "temperature")
     assert v["test_X"] == pytest.approx(np.mean([x["test_X"] for x in s["runs"] if x["key"] == "temperature"]))
+
+
+def test_named_pairs_compare_the_best_trained_row_with_transitions(table):
+    d, out = table
+    t = load_table(out, 2)
+    pairs = [p for p in t["pairs"] if p["pair"] == "best trained row vs transitions"]
+    assert [p["domain"] for p in pairs] == ["X", "Y"] and all(p["row_a"] == "sasrec" for p in pairs)
+    x = pairs[0]["sampled"]
+    sas = next(r for r in t["rows"] if r["row"] == "sasrec")
+    assert x["n"] > 0 and np.isfinite(x["t_test"]["p"])
+    assert x["mrr_a"] == pytest.approx(sas["metrics_average_ties"]["sampled"]["X"]["mrr"]["mean"], abs=1e-6)
+    assert "## Paired tests of named questions" in (out / "table2.md").read_text()
