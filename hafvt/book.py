@@ -61,7 +61,7 @@ PARAMETERS = ("target", "scenario", "runs", "publish", "device", "epochs", "seed
               "rows_table4", "real_results", "smoke")
 
 
-def setup(notebook: str, namespace: dict):
+def setup_page(notebook: str, namespace: dict):
     """The set-up every page shares, from its parameters (read from ``namespace``, the notebook's globals).
 
     Smoke mode (``smoke`` or ``HAFVT_SMOKE=1``) swaps in a tiny demo, one epoch and one seed. Shows the
@@ -197,9 +197,10 @@ def publish_tables(tables_dir: str | Path, tables, dest: str | Path | None) -> l
     return out
 
 
-def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str) -> str:
+def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str, claim: bool = True) -> str:
     """One sentence per domain comparing ``row`` with ``base`` in a table (sampled MRR, mean over seeds)
-    with the papers' quoted gain, saying in words whether our numbers agree with the paper's claim."""
+    with the papers' quoted gain, saying in words whether our numbers agree with the paper's claim
+    (``claim=False``: a comparison the papers do not make; the words then only say above or below)."""
     done = {r["row"]: r for r in table["rows"] if r["seeds_done"]}
     if row not in done or base not in done:
         return f"*{row_name} or {base_name} did not run on this data; no comparison.*"
@@ -211,9 +212,13 @@ def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str
     for d in ("X", "Y"):
         a, b = (done[r]["metrics"]["sampled"][d]["mrr"] for r in (row, base))
         gain, noise = a["mean"] - b["mean"], max(a["std"], b["std"])
-        verdict = ("**agrees with the paper's claim**" if gain > noise else
-                   "**contradicts the paper's claim**" if gain < -noise else
-                   "is **within the seed-to-seed spread** (no evidence either way)")
+        if claim:
+            verdict = ("**agrees with the paper's claim**" if gain > noise else
+                       "**contradicts the paper's claim**" if gain < -noise else
+                       "is **within the seed-to-seed spread** (no evidence either way)")
+        else:
+            verdict = (f"puts it **above** {base_name}" if gain > noise else f"puts it **below** {base_name}" if gain < -noise
+                       else "is **within the seed-to-seed spread**")
         out.append(f"Here, in domain {d} ({table['label']}), it scores {gain:+.2f} points (mean over "
                    f"{done[row]['seeds_done']} seeds; the larger std of the two rows is {noise:.2f}): this {verdict}.")
     return " ".join(out)

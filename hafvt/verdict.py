@@ -105,8 +105,9 @@ def evidence(claim: Claim, tables: list[dict]) -> dict:
                 pair = (t, a, b)
                 break
         if pair is None:
-            have = sorted({r["row"] for t in tables for r in t["rows"] if r["seeds_done"]})
-            out[d] = {"verdict": "not tested", "why": f"rows not run on this data (ran: {', '.join(have) or 'none'})"}
+            have = {r["row"] for t in tables for r in t["rows"] if r["seeds_done"]}
+            missing = [n for n in (claim.row, claim.base) if n not in have and n not in (BEST_BASELINE, BEST_TRAINED)]
+            out[d] = {"verdict": "not tested", "why": f"{' and '.join(missing) or 'a row to compare'} not run on this data"}
             continue
         t, a, b = pair
         seeds = sorted(set(a["seeds"]) & set(b["seeds"]))

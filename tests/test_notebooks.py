@@ -31,7 +31,7 @@ def test_one_parameters_cell_then_derived(path):
     idx = parameters_cells(nb)
     assert len(idx) == 1, f"{path.name}: {len(idx)} cells tagged 'parameters'"
     nxt = nb.cells[idx[0] + 1]
-    assert nxt.cell_type == "code" and "book.setup(" in nxt.source, "derived values belong in the next cell"
+    assert nxt.cell_type == "code" and "book.setup_page(" in nxt.source, "derived values belong in the next cell"
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "source notebooks are committed unexecuted"
     assert {"scenario", "device", "epochs", "seeds", "smoke"} <= parameter_names(nb)
 
