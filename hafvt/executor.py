@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,8 +51,12 @@ def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invoc
 
 
 def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1, progress: bool = True,
-            desc: str = "runs", scenario=None) -> list[dict]:
-    """Run every unfinished job; returns ``[{"label", "error"}]`` for the runs that failed."""
+            desc: str = "runs", scenario=None, deadline: float | None = None) -> list[dict]:
+    """Run every unfinished job, in order; returns ``[{"label", "error"}]`` for the runs that failed.
+
+    ``deadline`` (a ``time.monotonic()`` value): no run starts after it; the runs not started are
+    reported as errors ("time budget"), and a later call with the same jobs resumes them.
+    """
     from tqdm.auto import tqdm
 
     from hafvt.provenance import invocation
@@ -66,16 +71,30 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
             errors.append({"label": job.label, "error": err})
             tqdm.write(f"{desc}: {job.label} failed: {err}", file=sys.stderr)
 
+    def late() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
     inv = invocation()
+    pending = list(todo)
     if workers <= 1 or len(todo) <= 1:
-        for job in todo:
+        while pending and not late():
+            job = pending.pop(0)
             bar.set_postfix_str(job.label)
             done(job, _train(str(scenario_dir), job.cfg, str(job.out), device, job.seed, None, 0, scenario))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 0
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_train, str(scenario_dir), j.cfg, str(j.out), device, j.seed, inv, threads): j for j in todo}
-            for f in as_completed(futures):
-                done(futures[f], f.result())
+            running = {}
+            while pending or running:
+                while pending and len(running) < workers and not late():
+                    j = pending.pop(0)
+                    running[pool.submit(_train, str(scenario_dir), j.cfg, str(j.out), device, j.seed, inv, threads)] = j
+                if not running:
+                    break
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished_now:
+                    done(running.pop(f), f.result())
+    for job in pending:  # not started: past the deadline
+        errors.append({"label": job.label, "error": "not run: time budget (--max-minutes) spent; run the command again to resume"})
     bar.close()
     return errors

@@ -113,7 +113,7 @@ def _valid_score(results: dict) -> float:
 
 
 def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, overrides, device, workers, progress,
-                scn) -> tuple[dict, list]:
+                scn, deadline=None) -> tuple[dict, list]:
     """Train seed 0 of every row at every point of ``PAPER_GRID``; pick each row's point on validation.
 
     Returns ``({row: {"points": {point: score}, "selected": {"lr", "l2"}}}, errors)`` and updates ``cfgs``;
@@ -124,7 +124,7 @@ def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, ov
     points = [(lr, l2) for lr in PAPER_GRID["lr"] for l2 in PAPER_GRID["l2"]]
     jobs = [Job(f"{row} lr={lr:g} l2={l2:g}", row_config(row, epochs, [*overrides, f"lr={lr}", f"l2={l2}"]).to_dict(),
                 grid_dir(out, row, lr, l2), 0) for row in rows for lr, l2 in points]
-    errors = execute(scenario_dir, jobs, device, workers, progress, desc="grid", scenario=scn)
+    errors = execute(scenario_dir, jobs, device, workers, progress, desc="grid", scenario=scn, deadline=deadline)
     grid = {}
     for row in rows:
         scores = {}
@@ -148,12 +148,17 @@ def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, ov
 
 def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
                     overrides=(), rows=None, progress: bool = True, grid: str | None = None, grid_rows=None,
-                    workers: int = 1) -> dict:
+                    workers: int = 1, max_minutes: float | None = None) -> dict:
     """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files.
 
     ``grid="paper"`` first searches the papers' lr x l2 grid for the trainable rows (``grid_rows``, default
-    all of them; ``GRID_RULE``); ``workers`` trains that many runs at once (``hafvt.executor``).
+    all of them; ``GRID_RULE``); ``workers`` trains that many runs at once (``hafvt.executor``). Runs go
+    seed by seed (every row's seed 0 first); ``max_minutes`` starts no run after that budget and builds
+    the table from the runs that finished (run again to resume).
     """
+    import time
+
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     from hafvt.data.c2dsr import read_scenario
     from hafvt.executor import Job, execute
 
@@ -170,10 +175,12 @@ def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cp
     searched, errors = {}, []
     if grid == "paper":
         wanted = [r for r in (grid_rows or rows) if r in rows and r not in COUNT_BASED]
-        searched, grid_errors = search_grid(scenario_dir, out, wanted, cfgs, epochs, overrides, device, workers, progress, scn)
+        searched, grid_errors = search_grid(scenario_dir, out, wanted, cfgs, epochs, overrides, device, workers, progress, scn,
+                                            deadline)
         errors += [{"row": e["label"].split()[0], "seed": 0, "error": e["error"]} for e in grid_errors]
-    jobs = [Job(f"{row} seed {s}", cfgs[row].to_dict(), run_dir(out, row, s), s) for row in rows for s in range(seeds)]
-    for e in execute(scenario_dir, jobs, device, workers, progress, desc=f"table {table}", scenario=scn if workers <= 1 else None):
+    jobs = [Job(f"{row} seed {s}", cfgs[row].to_dict(), run_dir(out, row, s), s) for s in range(seeds) for row in rows]
+    for e in execute(scenario_dir, jobs, device, workers, progress, desc=f"table {table}", scenario=scn if workers <= 1 else None,
+                     deadline=deadline):
         row, _, seed = e["label"].rpartition(" seed ")
         errors.append({"row": row, "seed": int(seed), "error": e["error"]})
     result = build_table(scenario_dir, table, seeds, out, cfgs, scn, errors, device)

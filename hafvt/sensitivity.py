@@ -25,7 +25,7 @@ def variant_dir(out: Path, row: str, key: str, value) -> Path:
 
 
 def sensitivity(scenario_dir, row: str, vary: dict, seeds: int, out, device: str = "cpu", epochs: int | None = None,
-                overrides=(), workers: int = 1, progress: bool = True) -> dict:
+                overrides=(), workers: int = 1, progress: bool = True, max_minutes: float | None = None) -> dict:
     from hafvt.data.c2dsr import data_hash
     from hafvt.data.labels import scenario_kind
     from hafvt.executor import Job, execute
@@ -36,8 +36,11 @@ def sensitivity(scenario_dir, row: str, vary: dict, seeds: int, out, device: str
     variants = [("default", None)] + [(k, v) for k, values in vary.items() for v in values if v != getattr(base, k)]
     cfgs = {(k, v): base if k == "default" else row_config(row, epochs, [*overrides, f"{k}={v}"]) for k, v in variants}
     jobs = [Job(f"{row} {k}={v} seed {s}", cfgs[(k, v)].to_dict(), variant_dir(out, row, k, v) / f"seed{s}", s)
-            for k, v in variants for s in range(seeds)]
-    errors = execute(scenario_dir, jobs, device, workers, progress, desc=f"sensitivity {row}")
+            for s in range(seeds) for k, v in variants]
+    import time
+
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    errors = execute(scenario_dir, jobs, device, workers, progress, desc=f"sensitivity {row}", deadline=deadline)
 
     runs, summary = [], []
     for k, v in variants:

@@ -21,6 +21,8 @@ def register(sub) -> None:
                    "trainable row (seed 0, chosen on validation) before the seeds")
     p.add_argument("--grid-rows", help="comma-separated rows to search (default: every trainable row)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
+    p.add_argument("--max-minutes", type=float, help="start no run after this many minutes; the table is built from the "
+                   "finished runs (run the command again to resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
 
@@ -34,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--device")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--max-minutes", type=float)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sensitivity)
@@ -65,7 +68,7 @@ def cmd_reproduce(args) -> int:
                         epochs=args.epochs if args.epochs is not None else d.get("epochs"),
                         overrides=d.get("overrides", []) + args.overrides, rows=rows, progress=not args.quiet,
                         grid=args.grid or d.get("grid"), grid_rows=_names(args.grid_rows) or d.get("grid_rows"),
-                        workers=args.jobs)
+                        workers=args.jobs, max_minutes=args.max_minutes)
     print(f"table {t['table']} ({t['label']}): {args.out}/table{t['table']}.md")
     for r in t["rows"]:
         if r["seeds_done"]:
@@ -105,7 +108,8 @@ def cmd_sensitivity(args) -> int:
     r = sensitivity(args.dir, args.row, vary, args.seeds or d.get("seeds") or 2, args.out,
                     device=args.device or d.get("device") or "cpu",
                     epochs=args.epochs if args.epochs is not None else d.get("epochs"),
-                    overrides=d.get("overrides", []) + args.overrides, workers=args.jobs, progress=not args.quiet)
+                    overrides=d.get("overrides", []) + args.overrides, workers=args.jobs, progress=not args.quiet,
+                    max_minutes=args.max_minutes)
     for v in r["variants"]:
         print(f"  {v['key']}={v['value']}: valid MRR X {v['valid_X']:.2f} Y {v['valid_Y']:.2f}; "
               f"test X {v['test_X']:.2f} Y {v['test_Y']:.2f} ({v['seeds']} seeds)")
