@@ -165,6 +165,8 @@ def _release(rng, items: dict, lat: Latent) -> np.ndarray:
 def _train_weights(items: dict, lat: Latent) -> np.ndarray:
     """Popularity in train lines: the Zipf weight times the decaying popularity integrated over the
     training period [0, 1] from the item's release on (0 for new items)."""
+    if lat.new_items <= 0:  # every item is out from 0: the same factor for all, so the plain weight
+        return items["weight"]
     on_market = np.clip(1 - items["release"], 0, None)
     return items["weight"] * lat.age_scale * -np.expm1(-on_market / lat.age_scale)
 
