@@ -53,7 +53,7 @@ NOTE = "synthetic demo — not comparable with the papers"
 # that many valid/test targets are rare or absent in train, as in the real files (36% of FK-mini's
 # test targets never occur in its train split). ``small`` (the book's demo) keeps about 2,400 items,
 # since the softmax over all items dominates an epoch, and has 40-45% unseen test targets and
-# 75-650 lines in each cold-item bucket (0, 1-4, 5-19, 20+ train occurrences) per domain.
+# 75-660 lines in each cold-item bucket (0, 1-4, 5-19, 20+ train occurrences) per domain (seeds 0-2).
 SIZES = {
     "tiny": dict(n_x=150, n_y=200, train=400, valid_x=20, valid_y=40, test_x=20, test_y=40, zipf=1.5, new_items=0.3,
                  age_scale=1.0, drift=0.3, images=True),
