@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from hafvt.data.c2dsr import read_scenario
-from hafvt.data.demo import COLOURS, SIZES, build, generate, load_latents, planted_signal, rare_items, write_demo
+from hafvt.data.demo import (COLOURS, SIZES, build, cold_targets, generate, load_latents, planted_signal, rare_items,
+                             write_demo)
 
 
 def _hashes(root: Path) -> dict:
@@ -125,3 +126,105 @@ def test_no_images_option(tmp_path):
 def test_unknown_size():
     with pytest.raises(ValueError, match="tiny"):
         generate("huge")
+
+
+# --------------------------------------------------------------------------- new items, cold targets
+
+
+def test_new_items_only_in_valid_and_test():
+    """New items never occur in train lines, do occur as valid/test targets, and leave every
+    (domain, taste) group an item that training can draw."""
+    demo = build("tiny", 0)
+    scn, lat = demo.scenario, demo.latents
+    new = lat["new"].astype(bool)
+    assert 0.15 < new.mean() < 0.45
+    assert not new[scn.train.items].any()
+    assert new[scn.test.targets].mean() > 0.2 and new[scn.valid.targets].mean() > 0.2
+    groups = lat["domain"] * (lat["cluster"].max() + 1) + lat["cluster"]
+    assert set(groups[~new]) == set(groups)
+    cold = cold_targets(scn, "test")
+    for d in "XY":
+        assert sum(cold[d]["buckets"].values()) == cold[d]["lines"] == SIZES["tiny"][f"test_{d.lower()}"]
+        # an unseen target is a new item or an old one that happens to miss train
+        targets = scn.test.targets[(scn.test.targets >= scn.n_x) == (d == "Y")]
+        assert cold[d]["unseen"] >= new[targets].mean() > 0
+    assert build("tiny", 0).info["cold_targets"] == demo.info["cold_targets"]
+
+
+def test_small_size_has_thousands_of_test_lines_and_cold_targets():
+    """The book's demo: >= 1,000 valid/test lines per target domain, 30-60% of test targets unseen in
+    train, and every cold-item bucket holds enough lines for an interval (without rendering images)."""
+    sz = SIZES["small"]
+    assert min(sz["valid_x"], sz["valid_y"], sz["test_x"], sz["test_y"]) >= 1000
+    demo = build("small", 0)
+    assert len(demo.scenario.train) == sz["train"]
+    for split in ("valid", "test"):
+        for d in "XY":
+            c = demo.info["cold_targets"][split][d]
+            assert c["lines"] >= 1000
+            assert 0.3 <= c["unseen"] <= 0.6, (split, d, c)
+            assert min(c["buckets"].values()) >= 60, (split, d, c)
+    assert demo.info["signal"]["test"]["history"] > 3 * demo.info["signal"]["test"]["chance"]
+
+
+# --------------------------------------------------------------------------- oracle embeddings
+
+
+def test_oracle_cache_loads_by_name_and_follows_the_latents(tmp_path):
+    from hafvt.embed.cache import list_caches, load_embeddings
+    from hafvt.embed.oracle import LABEL, ORACLE_MODEL, write_oracle_cache
+    from helpers import write_fixture_tables
+
+    out = write_demo(tmp_path / "tiny", "tiny", seed=0, images=False)
+    write_fixture_tables(out, SIZES["tiny"]["n_x"] + SIZES["tiny"]["n_y"])  # a second cache beside it
+    write_oracle_cache(out)
+    assert list_caches(out) == ["demo-oracle", "test-fixture"]
+    emb = load_embeddings(out, "demo-oracle")
+    assert emb.manifest["model"] == ORACLE_MODEL and emb.manifest["label"] == LABEL
+    lat = load_latents(out)
+    n = len(lat["cluster"])
+    same = lat["cluster"][:, None] == lat["cluster"][None, :]
+    off = ~np.eye(n, dtype=bool)
+    for table in (emb.image, emb.text):
+        assert table.shape == (n, emb.dim) and table.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, atol=1e-6)
+        sim = table @ table.T
+        assert sim[same & off].mean() > sim[~same].mean() + 0.2
+    # the image rows carry the look: same colour, shape and texture -> same row
+    look = np.stack([lat["colour"], lat["shape"], lat["texture"], lat["domain"]], 1)
+    i, j = next((a, b) for a in range(n) for b in range(a + 1, n) if (look[a] == look[b]).all())
+    np.testing.assert_array_equal(emb.image[i], emb.image[j])
+    assert (emb.image_source == 0).all() and (emb.text_source == 0).all()
+
+
+def test_oracle_cli_and_non_demo_scenario(tmp_path, capsys):
+    from hafvt.cli import main as cli
+    from hafvt.embed.oracle import write_oracle_cache
+
+    out = write_demo(tmp_path / "tiny", "tiny", seed=0, images=False)
+    assert cli(["demo-oracle", str(out)]) == 0
+    assert "embeddings=demo-oracle" in capsys.readouterr().out
+    cache = out / "embeddings" / "demo-oracle"
+    before = _hashes(cache)
+    assert "manifest.json" in before and "image.npy" in before
+    write_oracle_cache(out)
+    assert _hashes(cache) == before  # deterministic: same latents, same bytes
+    (out / "latent.json").unlink()
+    with pytest.raises(FileNotFoundError, match="latent.json"):
+        write_oracle_cache(out)
+
+
+def test_training_reads_the_oracle_cache_by_name(tmp_path):
+    import hafvt.train as train_mod
+    from hafvt.config import load_config
+    from hafvt.embed.oracle import write_oracle_cache
+    from helpers import REPO, tiny_demo
+
+    out = tiny_demo(tmp_path)  # holds the test-fixture cache too
+    write_oracle_cache(out)
+    cfg = load_config(REPO / "configs" / "hafvt.yaml", {"epochs": 1, "batch_size": 64, "q": 16, "n_neg": 99,
+                                                        "embeddings": "demo-oracle"})
+    res = train_mod.run(out, cfg, tmp_path / "run", progress=False)
+    assert res["provenance"]["embeddings"]["model"] == "demo-oracle"
+    assert res["provenance"]["embeddings"]["oracle"] is True
+    assert all(0 < res["metrics"]["sampled"][d]["mrr"] <= 1 for d in "XY")

@@ -49,12 +49,16 @@ def cmd_stats(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from hafvt.data.demo import write_demo
+    from hafvt.data.demo import COLD_BUCKETS, write_demo
     from hafvt.data.stats import format_table1, table1
 
     out = write_demo(args.out, size=args.size, seed=args.seed, images=args.images)
     print(f"demo scenario ({args.size}, seed {args.seed}) written to {out}  [synthetic: not comparable with the papers]")
     print(format_table1(table1(read_scenario(out))))
+    cold = json.loads((out / "demo.json").read_text())["cold_targets"]["test"]  # keys sorted: order by COLD_BUCKETS
+    labels = [label for _, _, label in COLD_BUCKETS]
+    print(f"test targets by occurrences in train ({' | '.join(labels)}): " + "; ".join(
+        f"{d} {' | '.join(str(c['buckets'][b]) for b in labels)} ({100 * c['unseen']:.0f}% unseen)" for d, c in cold.items()))
     return 0
 
 

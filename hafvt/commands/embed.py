@@ -5,6 +5,7 @@
   hafvt images DIR [--workers 16]                                               download + verify images
   hafvt embed DIR --model NAME --pretrained TAG|PATH|random-init                CLIP embedding cache
   hafvt demo-encoder DIR [--embed]                                              offline demo CLIP
+  hafvt demo-oracle DIR                                                         demo's latent attributes as a cache
 """
 from __future__ import annotations
 
@@ -70,6 +71,16 @@ def cmd_demo_encoder(args) -> int:
     return 0
 
 
+def cmd_demo_oracle(args) -> int:
+    from hafvt.embed.oracle import LABEL, write_oracle_cache
+
+    out = write_oracle_cache(args.dir, name=args.name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"{out}: tables {manifest['tables']}, dim {manifest['embed_dim']} [{LABEL}]; "
+          f"train with --set embeddings={out.name}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("catalogue", help="build a scenario + item catalogue from raw Amazon dumps, or attach one")
     act = p.add_subparsers(dest="action", required=True)
@@ -128,3 +139,8 @@ def register(sub) -> None:
     p.add_argument("--embed", action="store_true", help="then embed DIR through the checkpoint route")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_demo_encoder)
+
+    p = sub.add_parser("demo-oracle", help="embedding cache of the demo's latent item attributes (an upper bound, not CLIP)")
+    p.add_argument("dir", help="a demo scenario directory (with latent.json)")
+    p.add_argument("--name", default="demo-oracle", help="cache name in DIR/embeddings/")
+    p.set_defaults(func=cmd_demo_oracle)

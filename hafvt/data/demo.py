@@ -12,6 +12,12 @@ The latent model (all of it is recorded in ``demo.json``; per-item latents in ``
   and title reveal its taste, and the same taste looks alike in both domains.
 - *Popularity*: a Zipf law over a random ranking of each domain's items, so most items are rare;
   an ID embedding learns little about them, while their image and title still tell their taste.
+- *A growing catalogue*: items are released over the training period, a share ``new_items`` only
+  after it (each domain-taste group's most popular item from the start). An item's popularity decays
+  with its age; train lines see it integrated over the training period, valid/test lines at the
+  end, when the new items are out and, with weight ``drift``, popularity follows a fresh Zipf
+  ranking. So many valid/test targets occur rarely or never in train (the cold items), as in the
+  real files; their image and title still tell their taste. ``cold_targets`` counts them.
 - *Users*: a sparse taste mixture that drifts from a start to an end mixture along the sequence,
   and a propensity for domain Y. The next item's taste mostly repeats the current one, else follows
   a fixed taste-to-taste transition, else comes from the mixture; the next item's domain mostly
@@ -41,13 +47,20 @@ NOTE = "synthetic demo — not comparable with the papers"
 # Item and sequence counts. ``paper`` copies Movie-Book (PROTOCOL.md, Table 1); valid/test are
 # given per target domain. Images are off by default at ``paper`` size (it is for GPU benchmarks).
 # ``zipf`` is the popularity exponent: the small sizes have many interactions per item and need a
-# steep law for a third of the items to stay rare; at ``paper`` size 0.6 gives about the real
-# Food-Kitchen shape (the top 1% of items take ~17% of interactions, ~40% of items seen <= 2 times).
+# steep law for items to stay rare; at ``paper`` size 0.6 gives about the real Food-Kitchen shape
+# (the top 1% of items take ~17% of interactions, ~40% of items seen <= 2 times).
+# ``new_items``, ``age_scale``, ``drift``: the catalogue grows and popularity moves (see Latent), so
+# that many valid/test targets are rare or absent in train, as in the real files (36% of FK-mini's
+# test targets never occur in its train split). ``small`` (the book's demo) keeps about 2,400 items,
+# since the softmax over all items dominates an epoch, and has 40-45% unseen test targets and
+# 75-660 lines in each cold-item bucket (0, 1-4, 5-19, 20+ train occurrences) per domain (seeds 0-2).
 SIZES = {
-    "tiny": dict(n_x=150, n_y=200, train=400, valid_x=20, valid_y=40, test_x=20, test_y=40, zipf=1.5, images=True),
-    "small": dict(n_x=1000, n_y=1200, train=6000, valid_x=180, valid_y=420, test_x=180, test_y=420, zipf=1.4, images=True),
+    "tiny": dict(n_x=150, n_y=200, train=400, valid_x=20, valid_y=40, test_x=20, test_y=40, zipf=1.5, new_items=0.3,
+                 age_scale=1.0, drift=0.3, images=True),
+    "small": dict(n_x=1000, n_y=1400, train=6000, valid_x=1200, valid_y=1500, test_x=1200, test_y=1500, zipf=1.1,
+                  new_items=0.3, age_scale=0.8, drift=0.5, images=True),
     "paper": dict(n_x=36845, n_y=63937, train=58515, valid_x=2032, valid_y=5612, test_x=1978, test_y=5730, zipf=0.6,
-                  images=False),
+                  new_items=0.0, age_scale=1.0, drift=0.0, images=False),
 }
 
 
@@ -64,6 +77,9 @@ class Latent:
     n_successors: int = 2  # successors per taste in the transition structure
     p_style: float = 0.35  # the item keeps the previous item's colour (when the taste has such items)
     p_random: float = 0.05  # the item is a popular item of the domain, whatever the taste
+    new_items: float = 0.0  # share of each domain's items released after the training period (set per size)
+    age_scale: float = 1.0  # an item's popularity decays as exp(-age / age_scale), age in training periods (set per size)
+    drift: float = 0.0  # share of valid/test popularity that follows a fresh Zipf ranking (set per size)
     p_y: float = 0.65  # mean propensity for domain Y (about 2/3 of targets are Y)
     domain_persist: float = 0.5  # next domain = last domain (else drawn from the propensity)
     p_tie: float = 0.25  # an interaction shares the day of the previous one
@@ -134,6 +150,40 @@ def _item_latents(rng, n_x: int, n_y: int, lat: Latent, proto: dict) -> dict:
     )
 
 
+def _release(rng, items: dict, lat: Latent) -> np.ndarray:
+    """When each item joins the catalogue, as a fraction of the training period: uniform on
+    [0, 1/(1 - new_items)), so a ``new_items`` share is released after it (``release > 1``: new items,
+    drawn only in valid/test lines). Each (domain, taste) group's most popular item is there from 0,
+    so training can draw every taste."""
+    release = rng.random(len(items["domain"])) / (1 - lat.new_items)
+    group = items["domain"] * lat.k + items["cluster"]
+    order = np.lexsort((items["pop_rank"], group))
+    release[order[np.r_[True, group[order][1:] != group[order][:-1]]]] = 0.0
+    return release
+
+
+def _train_weights(items: dict, lat: Latent) -> np.ndarray:
+    """Popularity in train lines: the Zipf weight times the decaying popularity integrated over the
+    training period [0, 1] from the item's release on (0 for new items)."""
+    if lat.new_items <= 0:  # every item is out from 0: the same factor for all, so the plain weight
+        return items["weight"]
+    on_market = np.clip(1 - items["release"], 0, None)
+    return items["weight"] * lat.age_scale * -np.expm1(-on_market / lat.age_scale)
+
+
+def _eval_weights(items: dict, lat: Latent) -> np.ndarray:
+    """Popularity in valid/test lines, observed once every item is out (time 1/(1 - new_items)):
+    the Zipf weight times the decayed popularity, so recent and new items are favoured."""
+    w = items["weight"]
+    if lat.drift > 0:  # each component sums to 1 per domain, so ``drift`` is the fresh ranking's share
+        fresh = (items["fresh_rank"] + 1.0) ** -lat.zipf
+        w = sum(share * v / np.bincount(items["domain"], v)[items["domain"]] for share, v in ((1 - lat.drift, w), (lat.drift, fresh)))
+    if lat.new_items <= 0:
+        return w
+    age = 1 / (1 - lat.new_items) - items["release"]
+    return w * np.exp(-age / lat.age_scale)
+
+
 def _clusters(rng, n: int, k: int, share: np.ndarray) -> np.ndarray:
     """Clusters of one domain's items: every cluster has at least one item, the rest by ``share``."""
     c = np.concatenate([np.arange(min(k, n)), rng.choice(k, size=max(n - k, 0), p=share)])
@@ -177,7 +227,7 @@ class _Family:
         self.size = self.end - self.start
         csum = np.cumsum(w)
         before = np.concatenate([[0.0], csum])[self.start]  # weight of all earlier groups
-        total = np.concatenate([[0.0], csum])[self.end] - before
+        self.total = total = np.concatenate([[0.0], csum])[self.end] - before  # a group of total 0 cannot be drawn
         # cumulative weights within each group, scaled to (g, g+1]
         self.cum = k + (csum - before[k]) / np.where(total > 0, total, 1.0)[k]
 
@@ -187,22 +237,27 @@ class _Family:
 
 
 class _ItemSampler:
-    """Draws the next item given its domain, taste, and the previous item's colour."""
+    """Draws the next item given its domain, taste, and the previous item's colour.
 
-    def __init__(self, items: dict, lat: Latent):
+    Only items of positive ``weight`` are ever drawn (every (domain, taste) group must have one)."""
+
+    def __init__(self, items: dict, lat: Latent, weight: np.ndarray):
         self.lat, self.n_col = lat, len(COLOURS)
         d, c = items["domain"], items["cluster"]
         self.colour = items["colour"]
-        self.by_domain = _Family(d, items["weight"], 2)
-        self.by_taste = _Family(d * lat.k + c, items["weight"], 2 * lat.k)
-        self.by_style = _Family((d * lat.k + c) * self.n_col + items["colour"], items["weight"], 2 * lat.k * self.n_col)
+        self.by_domain = _Family(d, weight, 2)
+        self.by_taste = _Family(d * lat.k + c, weight, 2 * lat.k)
+        if not (self.by_taste.total > 0).all():
+            raise ValueError("every (domain, taste) group needs an item of positive weight")
+        self.by_style = _Family((d * lat.k + c) * self.n_col + items["colour"], weight, 2 * lat.k * self.n_col)
+        self.uniform = _Family(d, (weight > 0).astype(float), 2)  # the last resort of _no_repeats
 
     def draw(self, rng, domain, taste, prev_item) -> np.ndarray:
         mode, u = rng.random(len(domain)), rng.random(len(domain))
         g = domain * self.lat.k + taste
         item = self.by_taste.draw(g, u)
         g_style = g * self.n_col + np.where(prev_item >= 0, self.colour[np.maximum(prev_item, 0)], 0)
-        style = (mode < self.lat.p_style) & (prev_item >= 0) & (self.by_style.size[g_style] > 0)
+        style = (mode < self.lat.p_style) & (prev_item >= 0) & (self.by_style.total[g_style] > 0)
         item[style] = self.by_style.draw(g_style[style], u[style])
         rand = mode >= 1 - self.lat.p_random
         item[rand] = self.by_domain.draw(domain[rand], u[rand])
@@ -247,7 +302,8 @@ def _simulate(rng, lat: Latent, proto: dict, sampler: _ItemSampler, lengths: np.
 
 def _no_repeats(rng, sampler: _ItemSampler, history: np.ndarray, item, domain, taste) -> np.ndarray:
     """Redraw items already in the user's history (the real files have no repeats in a line):
-    first within the taste, then any popular item of the domain, then uniformly in the domain."""
+    first within the taste, then any popular item of the domain, then uniformly among the domain's
+    drawable items."""
     item = item.copy()
     for attempt in range(200):
         dup = (history == item[:, None]).any(1)
@@ -259,8 +315,7 @@ def _no_repeats(rng, sampler: _ItemSampler, history: np.ndarray, item, domain, t
         elif attempt < 20:
             item[dup] = sampler.by_domain.draw(d, u)
         else:
-            lo, hi = sampler.by_domain.start[d], sampler.by_domain.end[d]
-            item[dup] = sampler.by_domain.items[lo + (u * (hi - lo)).astype(np.int64)]
+            item[dup] = sampler.uniform.draw(d, u)
     raise RuntimeError("could not draw an item the user has not seen")
 
 
@@ -306,7 +361,7 @@ class Demo:
 
     scenario: Scenario
     catalogue: list[dict]
-    latents: dict  # per-item arrays: domain, cluster, colour, shape, texture, pop_rank
+    latents: dict  # per-item arrays: domain, cluster, colour, shape, texture, pop_rank, new (0/1), release
     info: dict  # demo.json
     file_order: dict = field(default_factory=dict)  # split -> the token permutation written to the file
 
@@ -325,11 +380,15 @@ def build(size: str = "tiny", seed: int = 0, lat: Latent | None = None) -> Demo:
     if size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
     sz = SIZES[size]
-    lat = lat or Latent(zipf=sz["zipf"])
+    lat = lat or Latent(**{k: sz[k] for k in ("zipf", "new_items", "age_scale", "drift")})
     proto = _prototypes(_rng(seed, 0), lat)
     items = _item_latents(_rng(seed, 1), sz["n_x"], sz["n_y"], lat, proto)
+    items["release"] = _release(_rng(seed, 9), items, lat) if lat.new_items > 0 else np.zeros(len(items["domain"]))
+    items["fresh_rank"] = np.concatenate([_rng(seed, 10).permutation(n) for n in (sz["n_x"], sz["n_y"])])
+    items["new"] = items["release"] > 1
     titles = _titles(_rng(seed, 2), items, lat, proto)
-    sampler = _ItemSampler(items, lat)
+    samplers = {"train": _ItemSampler(items, lat, _train_weights(items, lat)),
+                "eval": _ItemSampler(items, lat, _eval_weights(items, lat))}
 
     splits = _split_sizes(sz)
     n_users = sum(n for n, _ in splits.values())
@@ -344,7 +403,7 @@ def build(size: str = "tiny", seed: int = 0, lat: Latent | None = None) -> Demo:
         target_domain = rng.permutation(target_domain)
         uids = np.sort(user_of[k])
         lengths = 6 + rng.choice(len(length_p), n, p=length_p)
-        grid = _simulate(rng, lat, proto, sampler, lengths, target_domain)
+        grid = _simulate(rng, lat, proto, samplers["train" if name == "train" else "eval"], lengths, target_domain)
         flat = grid[grid >= 0]  # row-major: line by line, in generated order
         ts = _timestamps(rng, lat, lengths)
         order[name] = _file_order(rng, lat, lengths, ts)
@@ -365,6 +424,8 @@ def build(size: str = "tiny", seed: int = 0, lat: Latent | None = None) -> Demo:
         for i in range(n_x + sz["n_y"])
     ]
     latents = {k: items[k] for k in ("domain", "cluster", "colour", "shape", "texture", "pop_rank")}
+    latents["new"] = items["new"].astype(np.int64)
+    latents["release"] = items["release"].round(4)
     info = _info(size, seed, sz, lat, proto, scn, latents)
     return Demo(scn, catalogue, latents, info, order)
 
@@ -397,6 +458,7 @@ def _info(size, seed, sz, lat: Latent, proto: dict, scn: Scenario, latents: dict
         },
         "signal": {split: planted_signal(scn, latents["cluster"], (split,)) for split in ("valid", "test")},
         "rare_items": rare_items(scn),
+        "cold_targets": {split: cold_targets(scn, split) for split in ("valid", "test")},
     }
 
 
@@ -436,6 +498,23 @@ def rare_items(scn: Scenario, split: str = "train", at_most: int = 2) -> dict:
     """The share of items seen at most ``at_most`` times in ``split`` (and never)."""
     counts = np.bincount(scn.split(split).items, minlength=scn.n_items)
     return {"split": split, "at_most": at_most, "share": float((counts <= at_most).mean()), "never": float((counts == 0).mean())}
+
+
+COLD_BUCKETS = ((0, 0, "0"), (1, 4, "1-4"), (5, 19, "5-19"), (20, None, "20+"))  # as the cold-item slice
+
+
+def cold_targets(scn: Scenario, split: str = "test") -> dict:
+    """Per target domain: lines, the share whose target never occurs in the train split, and the
+    lines per bucket of the target's train occurrences (``COLD_BUCKETS``)."""
+    counts = np.bincount(scn.train.items, minlength=scn.n_items)
+    targets = scn.split(split).targets
+    out = {}
+    for d, name in enumerate("XY"):
+        c = counts[targets[(targets >= scn.n_x) == bool(d)]]
+        out[name] = {"lines": int(len(c)), "unseen": float((c == 0).mean()) if len(c) else 0.0,
+                     "buckets": {label: int(((c >= lo) & (c <= (hi if hi is not None else np.inf))).sum())
+                                 for lo, hi, label in COLD_BUCKETS}}
+    return out
 
 
 def load_latents(out_dir: str | Path) -> dict:
