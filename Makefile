@@ -68,7 +68,11 @@ book: $(STAMP)
 	@echo "make book: $$(( $$(date +%s) - $(T0) )) s"
 	@echo "The book's index page: $(abspath $(BOOK_HTML))/index.html"
 
-demo: $(DEMO_CACHE)/manifest.json
+demo: $(DEMO_CACHE)/manifest.json $(DEMO)/embeddings/demo-oracle/manifest.json
+
+# the demo's latent item attributes as an embedding cache: an upper bound on what fusion can extract
+$(DEMO)/embeddings/demo-oracle/manifest.json: $(DEMO)/demo.json
+	$(BIN)/hafvt demo-oracle $(DEMO)
 
 $(DEMO)/demo.json: | $(STAMP)
 	$(BIN)/hafvt demo $(DEMO) --size $(DEMO_SIZE) --seed $(DEMO_SEED)

@@ -133,6 +133,9 @@ def prepare_demo(scenario_dir: str | Path, size: str = "small", seed: int = 0, e
         out = embed_scenario(scenario_dir, DEMO_MODEL, str(ckpt), device=device, workers=0)
         log(f"embeddings written to {out}")
     report["embed_s"] = round(time.perf_counter() - t, 1)
+    from hafvt.embed.oracle import write_oracle_cache
+
+    write_oracle_cache(scenario_dir)  # the latent attributes as tables: the oracle rows' bound (seconds)
     return report
 
 

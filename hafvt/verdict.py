@@ -122,7 +122,9 @@ def evidence(claim: Claim, tables: list[dict]) -> dict:
         lo, hi = mean - half, mean + half
         verdict = ("inconclusive" if not np.isfinite(half) else
                    "supports" if lo > 0 else "contradicts" if hi < 0 else "inconclusive")
+        rising = [r["row"] for r in (a, b) if (r.get("still_rising") or {}).get(d)]
         out[d] = {"row": a["row"], "base": b["row"], "table": t["table"], "seeds": len(seeds), "per_seed": diff.tolist(),
+                  "still_rising": rising,
                   "mean": mean, "ci95": [lo, hi], "verdict": verdict,
                   "row_mrr": a["metrics"]["sampled"][d]["mrr"]["mean"], "base_mrr": b["metrics"]["sampled"][d]["mrr"]["mean"],
                   "domain": d}
@@ -147,7 +149,8 @@ def cell(e: dict) -> str:
     if e["verdict"] == "not tested":
         return f"not tested: {e['why']}"
     ci = "" if not np.isfinite(e["ci95"][0]) else f" [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}]"
-    return f"**{e['verdict']}**: {e['mean']:+.2f}{ci} ({e['row']} vs {e['base']}, {e['seeds']} seeds)"
+    rising = f"; not converged: {', '.join(e['still_rising'])} still rising at the last epoch" if e.get("still_rising") else ""
+    return f"**{e['verdict']}**: {e['mean']:+.2f}{ci} ({e['row']} vs {e['base']}, {e['seeds']} seeds{rising})"
 
 
 def long_frame(rows: list[dict]):

@@ -201,10 +201,10 @@ labelled *demo*.
 """),
     '''\
 from hafvt.data.catalogue import read_catalogue
-from hafvt.embed.cache import list_caches, load_embeddings
+from hafvt.embed.cache import encoder_caches, load_embeddings
 from hafvt.embed.images import image_file
 
-caches = list_caches(SCENARIO)
+caches = encoder_caches(SCENARIO)
 emb = load_embeddings(SCENARIO) if len(caches) == 1 else (load_embeddings(SCENARIO, caches[0]) if caches else None)
 try:
     catalogue = read_catalogue(SCENARIO)
@@ -443,7 +443,7 @@ from hafvt.reproduce import load_table, reproduce_table
 
 tables = {}
 for k, rows in ((2, rows_table2), (3, rows_table2)):  # same rows; the number picks the quoted scenario
-    tables[k] = reproduce_table(SCENARIO, k, seeds, TABLES, device=device, epochs=epochs, overrides=OVERRIDES,
+    tables[k] = reproduce_table(SCENARIO, k, seeds, TABLES, device=device, epochs=epochs, overrides=OVERRIDES, workers=2,
                                 rows=rows or None, progress=False)
 published = book.publish_tables(TABLES, tables, PUBLISH)
 for k, t in tables.items():
@@ -595,7 +595,7 @@ domains, with popularity as the floor.
     '''\
 from hafvt.reproduce import reproduce_table
 
-t4 = reproduce_table(SCENARIO, 4, seeds, TABLES, device=device, epochs=epochs, overrides=OVERRIDES,
+t4 = reproduce_table(SCENARIO, 4, seeds, TABLES, device=device, epochs=epochs, overrides=OVERRIDES, workers=2,
                      rows=rows_table4 or None, progress=False)
 published = book.publish_tables(TABLES, [4], PUBLISH)
 print({r["row"]: r["seeds_done"] for r in t4["rows"]}, "errors:", t4["errors"] or "none")''',

@@ -51,17 +51,24 @@ def list_caches(scenario_dir: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file()) if root.is_dir() else []
 
 
+def encoder_caches(scenario_dir: str | Path) -> list[str]:
+    """The caches an encoder made (not the demo's oracle tables of latent attributes, a diagnostic)."""
+    root = Path(scenario_dir) / EMBED_DIR
+    return [n for n in list_caches(scenario_dir) if not json.loads((root / n / MANIFEST).read_text()).get("oracle")]
+
+
 def load_embeddings(scenario_dir: str | Path, name: str | None = None) -> EmbeddingTables:
-    """Read a complete cache; ``name=None`` takes the only one present."""
+    """Read a complete cache; ``name=None`` takes the only encoder cache present (``encoder_caches``)."""
     present = list_caches(scenario_dir)
     hint = (f"run `hafvt embed {scenario_dir} --model NAME --pretrained TAG|PATH|random-init` "
             f"(offline demo: `hafvt demo-encoder {scenario_dir}` first)")
     if name is None:
-        if not present:
+        encoders = encoder_caches(scenario_dir)
+        if not encoders:
             raise FileNotFoundError(f"{scenario_dir}: no embedding cache in {EMBED_DIR}/; {hint}")
-        if len(present) > 1:
-            raise ValueError(f"{scenario_dir}: several embedding caches, pick one by name: {', '.join(present)}")
-        name = present[0]
+        if len(encoders) > 1:
+            raise ValueError(f"{scenario_dir}: several embedding caches, pick one by name: {', '.join(encoders)}")
+        name = encoders[0]
     path = cache_dir(scenario_dir, name)
     if not (path / MANIFEST).is_file():
         extra = f" (present: {', '.join(present)})" if present else ""
