@@ -58,7 +58,7 @@ def cpu_settings() -> bool:
 
 # The papermill parameters every notebook declares (one parameters file per target serves them all).
 PARAMETERS = ("target", "scenario", "runs", "publish", "device", "epochs", "seeds", "overrides", "rows_table2",
-              "rows_table4", "real_results", "smoke")
+              "rows_table4", "grid", "grid_rows", "real_results", "smoke")
 
 
 def setup_page(notebook: str, namespace: dict):

@@ -219,15 +219,20 @@ def records_in(path: Path) -> list[dict]:
     return []
 
 
-def _changed(recorded: dict, current: dict) -> list[str]:
-    return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f))
+def _changed(recorded: dict, current: dict, record: dict) -> list[str]:
+    """Source files that differ; for a result made outside a notebook (``hafvt reproduce``, ``hafvt train``)
+    the notebook sources and scripts do not determine its numbers and are left out."""
+    in_notebook = "notebook" in record or str(record.get("command", "")).startswith("make notebooks")
+    keep = (lambda f: True) if in_notebook else (lambda f: not (f.endswith(".ipynb") or f.startswith("scripts/")))
+    return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f) and keep(f))
 
 
 def check(paths=None, root: Path = REPO) -> list[dict]:
     """Problems of the committed results under ``paths`` (default ``RESULTS``); empty = all current.
 
     Each problem: ``{"file", "problem", "changed"}``. A JSON or executed notebook must hold a provenance
-    record whose source hash is the current one; a ``.md``/``.tex`` table must equal what its
+    record whose sources are the current ones (for a result made outside a notebook, the notebook
+    sources and scripts are not among its sources); a ``.md``/``.tex`` table must equal what its
     ``.json`` renders to; no results file may hold an absolute path. Benchmarks (records with
     ``"kind": "benchmark"``) are dated measurements: they need a complete record but may be older.
     """
@@ -264,9 +269,9 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
             if missing:
                 problems.append({"file": rel, "problem": f"provenance lacks {', '.join(missing)}", "changed": []})
-            elif r["source_hash"] != now and r.get("kind") != "benchmark":
+            elif r["source_hash"] != now and r.get("kind") != "benchmark" and _changed(r["sources"], current, r):
                 problems.append({"file": rel, "problem": f"stale: made by sources {r['source_hash']} at commit "
-                                 f"{str(r['commit'])[:10]}, current sources are {now}", "changed": _changed(r["sources"], current)})
+                                 f"{str(r['commit'])[:10]}, current sources are {now}", "changed": _changed(r["sources"], current, r)})
     return problems
 
 

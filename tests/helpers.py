@@ -27,8 +27,11 @@ def tiny_demo(tmp_path: Path, seed: int = 0) -> Path:
     d = write_demo(tmp_path / "tiny", size="tiny", seed=seed, images=False)
     from hafvt.data.c2dsr import read_scenario
 
+    from hafvt.embed.oracle import write_oracle_cache
+
     scn = read_scenario(d)
     write_fixture_tables(d, scn.n_items)
+    write_oracle_cache(d)  # the oracle rows' tables (not an encoder cache: the fixture stays the default)
     return d
 
 

@@ -181,3 +181,17 @@ def test_committed_results_record_their_parameters_file_and_their_links_resolve(
         md = f.with_suffix(".md").read_text()
         links = re.findall(r"\]\(([^)]+)\)", md)
         assert links and all((f.parent / link).is_file() for link in links), f"{f.with_suffix('.md')}: dead link"
+
+
+def test_a_cli_table_does_not_depend_on_notebook_sources(tmp_path):
+    rec = provenance.record()
+    rec["command"] = "hafvt reproduce build/fk-mini --table 2"
+    nb = next(f for f in rec["sources"] if f.endswith(".ipynb"))
+    rec["sources"][nb] = "0" * 16
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"provenance": rec}))
+    assert check([f]) == []
+    rec["notebook"] = "notebooks/04_main_results.ipynb"  # made inside a notebook: its source matters
+    f.write_text(json.dumps({"provenance": rec}))
+    assert [p["changed"] for p in check([f])] == [[nb]]

@@ -55,7 +55,7 @@ def test_quoted_numbers_are_marked_and_complete(table):
     n = {k: len(paper_numbers(k)) for k in (2, 3, 4)}
     assert n == {2: 72, 3: 84, 4: 9}  # 6 rows x 6 per paper; 7 x 6; HAF-VT 6 + IFCDSR 3 ablation rows
     assert sorted(r["value"] for r in paper_numbers(4) if r["paper"] == "ifcdsr") == [5.03, 5.63, 6.08]
-    assert len(TABLE_ROWS[4]) == 7
+    assert len(TABLE_ROWS[4]) == 8 and "id-hier" in TABLE_ROWS[4]  # the paper's 7 rows + ID-only hierarchical attention
 
 
 def _mean_mrr(out, row, seeds, d):
@@ -167,7 +167,7 @@ def test_sensitivity_varies_one_key_and_chooses_on_validation(tmp_path):
 
 def test_named_pairs_compare_the_best_trained_row_with_transitions(table):
     d, out = table
-    t = load_table(out, 2)
+    t = reproduce_table(d, 2, 2, out, epochs=1, overrides=["hidden=16", "n_neg=99"], rows=ROWS.split(","), progress=False)
     pairs = [p for p in t["pairs"] if p["pair"] == "best trained row vs transitions"]
     assert [p["domain"] for p in pairs] == ["X", "Y"] and all(p["row_a"] == "sasrec" for p in pairs)
     x = pairs[0]["sampled"]
