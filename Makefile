@@ -42,7 +42,7 @@ BOOK_HTML := $(BOOK_OUT)/_build/html
 JB_FLAGS := -W -n --keep-going
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 
-.PHONY: install test book demo notebooks html browser clean nbgen fk-mini
+.PHONY: install test book demo notebooks html browser clean fk-mini
 
 install: $(STAMP)
 
@@ -116,10 +116,6 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	    || echo "could not install chromium; the browser test will fail and say how to install it"; \
 	fi
-
-# Regenerate the source notebooks from notebooks/generate.py (their shared parameters cell).
-nbgen: $(STAMP)
-	$(BIN)/python notebooks/generate.py
 
 clean:
 	rm -rf build _build
