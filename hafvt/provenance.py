@@ -219,20 +219,43 @@ def records_in(path: Path) -> list[dict]:
     return []
 
 
-def _changed(recorded: dict, current: dict, record: dict) -> list[str]:
-    """Source files that differ; for a result made outside a notebook (``hafvt reproduce``, ``hafvt train``)
-    the notebook sources and scripts do not determine its numbers and are left out."""
+# Modules that record, check or show results and compute none of their numbers.
+NOT_NUMBERS = ("hafvt/provenance.py", "hafvt/commands/provenance.py", "hafvt/viz.py", "hafvt/verdict.py",
+               "hafvt/widgets.py")
+
+
+def _changed(recorded: dict, current: dict, record: dict, uses_embeddings: bool = True) -> list[str]:
+    """Source files that differ and determine the result's numbers. Every source counts for a result made
+    in a notebook. For one made by the command line (``hafvt reproduce``, ``hafvt train``) the notebook
+    sources, the scripts and ``NOT_NUMBERS`` do not, nor ``hafvt/embed/`` when it read no embedding cache."""
     in_notebook = "notebook" in record or str(record.get("command", "")).startswith("make notebooks")
-    keep = (lambda f: True) if in_notebook else (lambda f: not (f.endswith(".ipynb") or f.startswith("scripts/")))
-    return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f) and keep(f))
+
+    def counts(f: str) -> bool:
+        if in_notebook:
+            return True
+        return not (f.endswith(".ipynb") or f.startswith("scripts/") or f in NOT_NUMBERS
+                    or (f.startswith("hafvt/embed/") and not uses_embeddings))
+
+    return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f) and counts(f))
+
+
+def _uses_embeddings(data: dict) -> bool:
+    """Whether a results file's numbers read an embedding cache: a run with embeddings, or a table with a
+    finished row whose configuration uses image or title tables."""
+    if isinstance(data.get("provenance"), dict) and "embeddings" in data["provenance"]:
+        return data["provenance"]["embeddings"] is not None
+    from hafvt.config import Config
+    from hafvt.models import needs_tables
+
+    return any("resolved_config" not in r or needs_tables(Config(**r["resolved_config"]))
+               for r in data.get("rows", []) if r.get("seeds_done"))
 
 
 def check(paths=None, root: Path = REPO) -> list[dict]:
     """Problems of the committed results under ``paths`` (default ``RESULTS``); empty = all current.
 
     Each problem: ``{"file", "problem", "changed"}``. A JSON or executed notebook must hold a provenance
-    record whose sources are the current ones (for a result made outside a notebook, the notebook
-    sources and scripts are not among its sources); a ``.md``/``.tex`` table must equal what its
+    record whose sources are the current ones (``_changed`` says which sources count for which result); a ``.md``/``.tex`` table must equal what its
     ``.json`` renders to; no results file may hold an absolute path. Benchmarks (records with
     ``"kind": "benchmark"``) are dated measurements: they need a complete record but may be older.
     """
@@ -259,6 +282,7 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             continue
         try:
             recs = records_in(f)
+            uses = True if f.suffix == ".ipynb" else _uses_embeddings(json.loads(text))
         except (json.JSONDecodeError, KeyError) as e:
             problems.append({"file": rel, "problem": f"unreadable: {e}", "changed": []})
             continue
@@ -269,9 +293,10 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
             if missing:
                 problems.append({"file": rel, "problem": f"provenance lacks {', '.join(missing)}", "changed": []})
-            elif r["source_hash"] != now and r.get("kind") != "benchmark" and _changed(r["sources"], current, r):
+            elif r["source_hash"] != now and r.get("kind") != "benchmark" and _changed(r["sources"], current, r, uses):
                 problems.append({"file": rel, "problem": f"stale: made by sources {r['source_hash']} at commit "
-                                 f"{str(r['commit'])[:10]}, current sources are {now}", "changed": _changed(r["sources"], current, r)})
+                                 f"{str(r['commit'])[:10]}, current sources are {now}",
+                                 "changed": _changed(r["sources"], current, r, uses)})
     return problems
 
 

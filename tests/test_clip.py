@@ -117,6 +117,7 @@ def test_checkpoint_route_gives_identical_embeddings(tmp_path):
     assert np.array_equal(a.image, b.image) and np.array_equal(a.text, b.text)
     assert b.manifest["pretrained_kind"] == "file" and len(b.manifest["weights_sha256"]) == 64
     assert not b.manifest["random_init"]
+    assert not b.manifest["weights_file"].startswith("/") and b.manifest["weights_file"].endswith("hafvt-test-saved.pt")
 
 
 def test_absent_pretrained_weights_fail_at_once(tmp_path, monkeypatch):

@@ -195,3 +195,21 @@ def test_a_cli_table_does_not_depend_on_notebook_sources(tmp_path):
     rec["notebook"] = "notebooks/04_main_results.ipynb"  # made inside a notebook: its source matters
     f.write_text(json.dumps({"provenance": rec}))
     assert [p["changed"] for p in check([f])] == [[nb]]
+
+
+def test_embedding_code_counts_only_for_results_that_read_embeddings(tmp_path):
+    rec = provenance.record()
+    rec["command"] = "hafvt reproduce build/fk-mini --table 2"
+    rec["sources"]["hafvt/embed/clip.py"] = "0" * 16
+    rec["sources"]["hafvt/verdict.py"] = "0" * 16  # shows results, computes none of their numbers
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
+    cfg = load_config(REPO / "configs" / "id-merged.yaml").to_dict()
+    f = tmp_path / "table2.json"
+    f.write_text(json.dumps({"provenance": rec, "rows": [{"row": "id-merged", "seeds_done": 3, "resolved_config": cfg}]}))
+    assert check([f]) == []
+    fusion = load_config(REPO / "configs" / "ifcdsr.yaml").to_dict()
+    f.write_text(json.dumps({"provenance": rec, "rows": [{"row": "ifcdsr", "seeds_done": 3, "resolved_config": fusion}]}))
+    assert [p["changed"] for p in check([f])] == [["hafvt/embed/clip.py"]]
+    rec["sources"]["hafvt/models/hafvt.py"] = "0" * 16  # the model always counts
+    f.write_text(json.dumps({"provenance": rec, "rows": [{"row": "id-merged", "seeds_done": 3, "resolved_config": cfg}]}))
+    assert [p["changed"] for p in check([f])] == [["hafvt/models/hafvt.py"]]

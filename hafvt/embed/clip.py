@@ -148,7 +148,9 @@ def load_encoder(model: str, pretrained: str, device: str | torch.device = "cpu"
         dim = net.encode_text(tokenizer(["x"]).to(device)).shape[-1]
     info = {"pretrained_kind": src["kind"], "quick_gelu": kwargs.get("force_quick_gelu", False), "embed_dim": int(dim)}
     if src["path"]:
-        info.update(weights_file=str(src["path"]), weights_sha256=sha256_file(src["path"]))
+        from hafvt.provenance import portable  # a manifest travels with results: no absolute path
+
+        info.update(weights_file=portable(src["path"]), weights_sha256=sha256_file(src["path"]))
     else:
         info["seed"] = seed
     return Encoder(net, preprocess, tokenizer, model, str(pretrained), torch.device(device), info)
