@@ -48,7 +48,7 @@ EXPECT = {
                                (".hafvt-widget-static table.hafvt-attn td", 3, "attention weights")],
     "notebooks/07_real_data": [("div.cell_output table", 2, "rows with intervals, paired tests"),
                                ("div.cell_output img", 2, "seeds, sampled and full ranking")],
-    "notebooks/08_verdict": [("div.cell_output table", 2, "claims and commands"), ("div.cell_output img", 1, "gains over seeds")],
+    "notebooks/08_verdict": [("table", 2, "the claims' evidence and the commands"), ("div.cell_output img", 1, "gains over seeds")],
     "decisions": [("table", 1, "decisions table")],
 }
 
@@ -127,11 +127,11 @@ def browser():
         b.close()
 
 
-def test_toc_lists_the_six_notebooks():
+def test_toc_opens_on_the_verdict_then_lists_the_notebooks():
     pages = toc_pages()
     assert [p for p in pages if p.startswith("notebooks/")] == [
-        "notebooks/01_dataset_statistics", "notebooks/02_clip_embedding", "notebooks/03_training",
-        "notebooks/04_main_results", "notebooks/05_ablation", "notebooks/06_attention"]
+        "notebooks/08_verdict", "notebooks/01_dataset_statistics", "notebooks/02_clip_embedding", "notebooks/03_training",
+        "notebooks/04_main_results", "notebooks/05_ablation", "notebooks/06_attention", "notebooks/07_real_data"]
 
 
 @pytest.mark.browser

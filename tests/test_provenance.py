@@ -167,7 +167,7 @@ def test_committed_results_record_their_parameters_file_and_their_links_resolve(
 
     demo = yaml.safe_load((REPO / "notebooks" / "params" / "demo.yaml").read_text())
     notebooks = sorted((REPO / "book" / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 6
+    assert len(notebooks) == 8
     for nb in notebooks:
         (rec,) = provenance.records_in(nb)
         assert rec["command"] == "make notebooks TARGET=demo" and rec["parameters"] == demo, nb.name
