@@ -132,3 +132,18 @@ def test_real_files_round_trip_byte_for_byte(real_data_dir, tmp_path):
     orig = (real_data_dir / "testdata_new.txt").read_text().splitlines()
     new = (out / "testdata_new.txt").read_text().splitlines()
     assert len(orig) == len(new) and sum(a == b for a, b in zip(orig, new)) > len(orig) // 3
+
+
+@pytest.mark.realdata
+def test_id_hier_trains_on_the_real_food_kitchen_files(real_data_dir, tmp_path):
+    """configs/id-hier.yaml (hierarchical attention, IDs only) needs nothing but the C2DSR files."""
+    from hafvt.config import load_config
+    from hafvt.train import run
+    from helpers import REPO, assert_sane_run
+
+    assert cli(["derive", str(real_data_dir), str(tmp_path / "fk"), "--train-fraction", "0.9", "--seed", "0"]) == 0
+    cfg = load_config(REPO / "configs" / "id-hier.yaml", ["epochs=1", "q=16", "train_targets=last", "n_neg=99"])
+    res = run(tmp_path / "fk", cfg, tmp_path / "run", progress=False)
+    scn = read_scenario(tmp_path / "fk")
+    assert_sane_run(res, tmp_path / "run", scn.n_x, scn.n_y)
+    assert res["provenance"]["data_kind"] == "derived" and res["provenance"]["derived_from"]["train_fraction"] == 0.9
