@@ -61,11 +61,12 @@ PARAMETERS = ("target", "scenario", "runs", "publish", "device", "epochs", "seed
               "rows_table4", "grid", "grid_rows", "real_results", "smoke")
 
 
-def setup_page(notebook: str, namespace: dict):
+def setup_page(notebook: str, namespace: dict, banner: bool = True):
     """The set-up every page shares, from its parameters (read from ``namespace``, the notebook's globals).
 
     Smoke mode (``smoke`` or ``HAFVT_SMOKE=1``) swaps in a tiny demo, one epoch and one seed. Shows the
-    data label and the page's provenance; returns the derived values as attributes: ``smoke``, ``root``,
+    scenario's data label (``banner=False``: a page whose numbers come from elsewhere shows its own) and
+    the page's provenance; returns the derived values as attributes: ``smoke``, ``root``,
     ``scenario``/``runs``/``publish``/``real`` (paths), ``tables`` (where hafvt.reproduce writes),
     ``epochs``, ``seeds``, ``overrides`` (the runner's ``--set`` form), ``kind``, ``params``.
     """
@@ -92,7 +93,8 @@ def setup_page(notebook: str, namespace: dict):
     ns.runs.mkdir(parents=True, exist_ok=True)
     ns.kind = scenario_kind(ns.scenario)
     plt.rcParams.update({"figure.dpi": 96, "savefig.dpi": 96, "font.size": 9})
-    display(HTML(label_html(ns.kind)))
+    if banner:
+        display(HTML(label_html(ns.kind)))
     provenance_cell(notebook, params)
     return ns
 
