@@ -236,53 +236,49 @@ def seeds_frame(table: dict, kind: str = "sampled", metric: str = "mrr"):
     return pd.DataFrame(recs, columns=["row", "domain", "seed", "value"])
 
 
-def plot_seeds(table: dict, kind: str = "sampled", metric: str = "mrr", title: str = ""):
-    """Mean and 95% interval over seeds (t-based bootstrap of seaborn) with every seed as a point, per domain."""
+def _domain_panels(df, y: str, x: str, panel_title, size: tuple, hue: str | None = None,
+                   seeds: dict | None = None, zero_line: bool = False, title: str = ""):
+    """One panel per domain (X, Y) of a long-form frame: seaborn's mean and bootstrap 95% interval per
+    ``y`` category (dodged by ``hue``), optionally every seed as a dot (``seeds``: stripplot options)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    df = seeds_frame(table, kind, metric)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * max(4, df["row"].nunique()) + 1), layout="constrained", sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=size, layout="constrained", sharey=True)
     for ax, d in zip(axes, ("X", "Y")):
         part = df[df["domain"] == d]
-        sns.pointplot(data=part, y="row", x="value", errorbar=("ci", 95), linestyle="none", color="#1f4e79",
-                      markers="D", ax=ax)
-        sns.stripplot(data=part, y="row", x="value", color="#d95f02", alpha=0.6, size=4, ax=ax)
-        ax.set_title(f"domain {d}: {kind} {metric.upper()} x100, mean and 95% CI over seeds (dots: seeds)", fontsize=9)
+        point = {"hue": hue, "dodge": 0.4 if seeds else 0.3} if hue else {"color": "#1f4e79"}
+        sns.pointplot(data=part, y=y, x=x, errorbar=("ci", 95), linestyle="none", markers="D", ax=ax, **point)
+        if seeds is not None:
+            sns.stripplot(data=part, y=y, x=x, ax=ax, **seeds)
+        if zero_line:
+            ax.axvline(0, color="#444", lw=0.8)
+        ax.set_title(panel_title(d), fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("")
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def plot_seeds(table: dict, kind: str = "sampled", metric: str = "mrr", title: str = ""):
+    """Mean and 95% interval over seeds (seaborn's bootstrap) with every seed as a point, per domain."""
+    df = seeds_frame(table, kind, metric)
+    return _domain_panels(df, "row", "value", lambda d: f"domain {d}: {kind} {metric.upper()} x100, mean and 95% CI over seeds (dots: seeds)",
+                          (11, 0.45 * max(4, df["row"].nunique()) + 1), seeds={"color": "#d95f02", "alpha": 0.6, "size": 4}, title=title)
 
 
 def plot_gains(frame, title: str = ""):
     """Per-seed differences of each claim's two rows, mean and 95% CI, by data set (hafvt.verdict.long_frame)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     if frame.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * frame["claim"].nunique() + 1.5), layout="constrained", sharey=True)
-    for ax, d in zip(axes, ("X", "Y")):
-        part = frame[frame["domain"] == d]
-        sns.pointplot(data=part, y="claim", x="difference", hue="data", errorbar=("ci", 95), linestyle="none",
-                      dodge=0.4, markers="D", ax=ax)
-        sns.stripplot(data=part, y="claim", x="difference", hue="data", dodge=True, alpha=0.5, size=3, ax=ax, legend=False)
-        ax.axvline(0, color="#444", lw=0.8)
-        ax.set_title(f"domain {d}: MRR x100 of the claim's row minus its base, per seed", fontsize=9)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
+    return _domain_panels(frame, "claim", "difference", lambda d: f"domain {d}: MRR x100 of the claim's row minus its base, per seed",
+                          (12, 0.5 * frame["claim"].nunique() + 1.5), hue="data", seeds={"hue": "data", "dodge": True, "alpha": 0.5, "size": 3, "legend": False},
+                          zero_line=True, title=title)
 
 
 def plot_sensitivity(sens: dict):
     """Validation and test MRR of every variant (one setting changed at a time), mean and 95% CI over seeds."""
-    import matplotlib.pyplot as plt
     import pandas as pd
-    import seaborn as sns
 
     recs = []
     for r in sens["runs"]:
@@ -290,15 +286,8 @@ def plot_sensitivity(sens: dict):
         for d in ("X", "Y"):
             recs += [{"variant": label, "domain": d, "split": split, "mrr": r[f"{split}_{d}"]} for split in ("valid", "test")]
     df = pd.DataFrame(recs)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * df["variant"].nunique() + 1.5), layout="constrained", sharey=True)
-    for ax, d in zip(axes, ("X", "Y")):
-        part = df[df["domain"] == d]
-        sns.pointplot(data=part, y="variant", x="mrr", hue="split", errorbar=("ci", 95), linestyle="none", dodge=0.3,
-                      markers="D", ax=ax)
-        ax.set_title(f"{sens['row']}, domain {d}: sampled MRR x100 (validation chooses; test shown)", fontsize=9)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-    return fig
+    return _domain_panels(df, "variant", "mrr", lambda d: f"{sens['row']}, domain {d}: sampled MRR x100 (validation chooses; test shown)",
+                          (12, 0.45 * df["variant"].nunique() + 1.5), hue="split")
 
 
 def ci_table(table: dict):
