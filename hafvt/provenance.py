@@ -222,7 +222,7 @@ def records_in(path: Path) -> list[dict]:
 # Modules that record, check or show results and compute none of their numbers, and hafvt/book.py, which
 # only the notebooks import (for a notebook-made result every source counts).
 NOT_NUMBERS = ("hafvt/provenance.py", "hafvt/commands/provenance.py", "hafvt/viz.py", "hafvt/verdict.py",
-               "hafvt/widgets.py", "hafvt/book.py")
+               "hafvt/widgets.py", "hafvt/book.py", "hafvt/fusion_weights.py")
 
 
 def _changed(recorded: dict, current: dict, record: dict, uses_embeddings: bool = True) -> list[str]:

@@ -315,3 +315,34 @@ def ci_table(table: dict):
         rec["selected epoch X / Y"] = selected_epochs(r)
         recs.append(rec)
     return pd.DataFrame(recs).set_index("row")
+
+
+def plot_weight_grids(grids: list[dict], marks: dict, title: str = ""):
+    """Heat maps of a metric over two fusion weights, one row per grid, one column per domain.
+
+    ``grids``: dicts with ``x``, ``y`` (weight names), ``values_x``, ``values_y``, ``X``, ``Y`` arrays
+    (rows = values_y) and optional ``names`` (domain -> name); ``marks``: label -> {weight: value},
+    drawn as points where a label gives both weights of a grid (e.g. the run's weights)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(len(grids), 2, figsize=(8.4, 3.4 * len(grids)), layout="constrained", squeeze=False)
+    for row, g in zip(axes, grids):
+        for ax, d in zip(row, ("X", "Y")):
+            z = 100 * np.asarray(g[d])
+            sns.heatmap(z, ax=ax, cmap="viridis", cbar_kws={"label": "MRR x100"}, mask=~np.isfinite(z),
+                        xticklabels=[f"{v:.1f}" for v in g["values_x"]], yticklabels=[f"{v:.1f}" for v in g["values_y"]])
+            ax.invert_yaxis()
+            ax.set_xlabel(g["x"])
+            ax.set_ylabel(g["y"])
+            ax.set_title(g.get("names", {}).get(d, d), fontsize=9)
+            for (label, w), style in zip(marks.items(), ("o", "s", "^", "D")):
+                if g["x"] in w and g["y"] in w:
+                    ix = np.interp(w[g["x"]], g["values_x"], np.arange(len(g["values_x"]))) + 0.5
+                    iy = np.interp(w[g["y"]], g["values_y"], np.arange(len(g["values_y"]))) + 0.5
+                    ax.plot(ix, iy, style, ms=10, mfc="none", mec="white", mew=2, label=label)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper right", facecolor="0.45", labelcolor="white", framealpha=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

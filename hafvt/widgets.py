@@ -246,6 +246,50 @@ class Explorer:
         return W.VBox([pick, view])
 
 
+
+def fusion_weights_widget(parts, seqs, line: int, names=("X", "Y")):
+    """Sliders for alpha, beta (eq. 7) and lambda1, lambda2 (eq. 10) re-mixing a trained model's saved
+    probabilities (``hafvt.fusion_weights``): sampled MRR / NDCG per domain and the rank of one test
+    line's target, at the chosen weights beside the run's. Weights that do not act on the run's
+    configuration are disabled."""
+    import ipywidgets as W
+
+    from hafvt.fusion_weights import WEIGHTS, remix_metrics, target_ranks
+
+    run_w = parts.weights()
+    base, base_rank = remix_metrics(parts), target_ranks(parts)
+    acting = parts.acting()
+    sliders = {k: W.FloatSlider(value=run_w[k], min=0.0, max=1.0, step=0.05, description=k, disabled=k not in acting,
+                                continuous_update=False, readout_format=".2f") for k in WEIGHTS}
+    pick = W.BoundedIntText(value=line, min=0, max=len(seqs) - 1, description="test line")
+    view = W.HTML()
+
+    def render(_=None):
+        w = {k: s.value for k, s in sliders.items()}
+        try:
+            m, ranks = remix_metrics(parts, **w), target_ranks(parts, **w)
+        except ValueError as err:  # alpha + beta > 1: no mixture
+            view.value = f"<p class='hafvt-note'>{esc(err)}</p>"
+            return
+        rows = "".join(
+            f"<tr><th>{esc(names[i])} ({d})</th>" + "".join(
+                f"<td>{100 * m[d][k]:.2f}</td><td class='hafvt-na'>{100 * base[d][k]:.2f}</td>" for k in ("mrr", "ndcg@5", "ndcg@10"))
+            + "</tr>" for i, d in enumerate(("X", "Y")))
+        i = pick.value
+        n_cand = parts.probs[next(iter(parts.probs))].shape[1]
+        view.value = (STYLE + "<div class='hafvt-explorer'><table class='hafvt-attn'><thead><tr><th></th>"
+                      + "".join(f"<th>{k} here</th><th>at run's weights</th>" for k in ("MRR", "NDCG@5", "NDCG@10"))
+                      + f"</tr></thead><tbody>{rows}</tbody></table>"
+                      f"<p>test line {i} (user {int(seqs.uid[i])}): its next item ranks <b>{int(ranks[i])}</b> of {n_cand} "
+                      f"candidates here, {int(base_rank[i])} at the run's weights (x100, sampled metrics, "
+                      f"model of epoch {parts.epoch}).</p></div>")
+
+    for s in (*sliders.values(), pick):
+        s.observe(render, names="value")
+    render()
+    return W.VBox([W.HBox([sliders["alpha"], sliders["beta"]]), W.HBox([sliders["lambda1"], sliders["lambda2"]]), pick, view])
+
+
 STYLE = """<style>
 .hafvt-explorer{font-size:13px;line-height:1.3}
 .hafvt-explorer h4{margin:.8em 0 .3em;font-size:14px}

@@ -44,6 +44,25 @@ def softmax_nll(q: torch.Tensor, E: torch.Tensor, target: torch.Tensor, mask: to
     return torch.logsumexp(logits.float(), dim=-1) - (q.float() * E[target].float()).sum(-1)
 
 
+def mix_modalities(P: dict, w: dict):
+    """P^V = alpha P^V_id + beta P^V_img + (1 - alpha - beta) P^V_tex, eq. (7); ``w`` from ``modality_weights``."""
+    return sum(w[m] * P[m] for m in w)
+
+
+def mix_views(P: dict, domain, lambda1: float, lambda2: float):
+    """Eq. (10): P^X + lambda1 P^Y + lambda2 P^{X+Y} for X-target rows (X and Y swapped for Y-target rows).
+
+    ``P`` maps views to (rows, columns) probabilities (torch or numpy), ``domain`` (rows,) is 0 for X.
+    The merged configuration has the view X+Y alone: P = P^{X+Y}.
+    """
+    if set(P) == {"xy"}:
+        return P["xy"]
+    for_x = P["x"] + lambda1 * P["y"] + lambda2 * P["xy"]
+    for_y = P["y"] + lambda1 * P["x"] + lambda2 * P["xy"]
+    where = torch.where if isinstance(for_x, torch.Tensor) else np.where
+    return where(domain[:, None] == 0, for_x, for_y)
+
+
 class HAFVT(nn.Module):
     """The model of both papers; ``cfg.modalities`` and ``cfg.views`` select the Table 4 row."""
 
@@ -133,7 +152,7 @@ class HAFVT(nn.Module):
 
     def view_probs(self, h: dict[str, torch.Tensor], v: str) -> torch.Tensor:
         """P^V over every item (float64), eq. (7)."""
-        return sum(self.w[m] * self.modality_probs(h[m], v, m) for m in self.modalities)
+        return mix_modalities({m: self.modality_probs(h[m], v, m) for m in self.modalities}, self.w)
 
     def view_weights(self) -> dict[str, float]:
         """Loss weight of each view: eq. (9), or its role-swapped sum with ``loss_form='symmetric'``."""
@@ -187,13 +206,7 @@ class HAFVT(nn.Module):
 
     def fuse(self, h: dict, domain: torch.Tensor) -> torch.Tensor:
         """Eq. (10) from the representations h^V_m: P^X + l1 P^Y + l2 P^{X+Y}, X and Y swapped for Y targets."""
-        P = {v: self.view_probs(h[v], v) for v in self.views}
-        if self.views == ("xy",):
-            return P["xy"]
-        l1, l2 = self.cfg.lambda1, self.cfg.lambda2
-        for_x = P["x"] + l1 * P["y"] + l2 * P["xy"]
-        for_y = P["y"] + l1 * P["x"] + l2 * P["xy"]
-        return torch.where(domain[:, None] == 0, for_x, for_y)
+        return mix_views({v: self.view_probs(h[v], v) for v in self.views}, domain, self.cfg.lambda1, self.cfg.lambda2)
 
     @torch.no_grad()
     def explain(self, batch: dict) -> dict:
