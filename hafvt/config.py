@@ -74,6 +74,7 @@ class Config:
     # --- baselines (ignored by hafvt)
     hidden: int = _f(256, "choice", "Hidden size of the baselines.")
     transitions_k: int = _f(3, "choice", "Transition baseline: count transitions from the last k history items.")
+    psjnet_k: int = _f(4, "choice", "PSJNet baseline: number K of latent user roles its split unit divides each domain's state into (the paper's K; it tunes K per data set, 4 is the default of the authors' pi-Net code). The C2DSR files have one user per line, so the roles are latent sub-profiles. Read by no other model.")
 
     # ------------------------------------------------------------------ helpers
     def validate(self) -> "Config":
@@ -96,6 +97,8 @@ class Config:
             if bad:
                 raise ValueError(f"alpha={self.alpha}, beta={self.beta} give modality weights {w} for {self.modalities}; "
                                  f"each must be > 0 (non-positive: {sorted(bad)})")
+        if self.psjnet_k < 1:
+            raise ValueError(f"psjnet_k must be >= 1, got {self.psjnet_k}")
         if self.patience < 0 or self.eval_every < 1:
             raise ValueError(f"patience must be >= 0 and eval_every >= 1, got {self.patience} and {self.eval_every}")
         return self
@@ -178,6 +181,8 @@ OTHER_DECISIONS = [
      "reason": "An item without an image gets its title's CLIP text row (one embedding space); without a title, its image row; with neither, its domain's mean row. The manifest counts each case."},
     {"key": "C2DSR baseline", "default": "one graph, 1 GCN layer, infomax weight 0.1", "source": "choice",
      "reason": "Simplified against C2DSR: one item graph over all training transitions shared by the three views (C2DSR builds a graph per domain and a cross-domain graph with separate GNNs), one propagation layer, the SASRec encoder, cross-entropy at every slot with a target, and a fixed contrastive weight (hafvt/models/baselines/c2dsr.py)."},
+    {"key": "PSJNet baseline", "default": "PSJNet-II, K = psjnet_k latent roles, attention join", "source": "choice",
+     "reason": "Simplified against PSJNet (Sun et al., TKDE): the C2DSR files have no shared accounts, so the K roles of its split unit are latent; the split gate follows the authors' pi-Net code without recurrence, the join is a dot-product attention over every (timestamp, role) part before the predicted item, the output layer is tied to the item table (hafvt/models/baselines/psjnet.py)."},
     {"key": "GRU4Rec / SASRec / SR-GNN loss", "default": "softmax cross-entropy over all items", "source": "choice",
      "reason": "Every baseline is trained with full softmax cross-entropy at every slot with a target, on the merged sequence S^{X+Y}, with the output tied to the item table: GRU4Rec's paper uses session-parallel batches with sampled BPR/TOP1 losses, SASRec's binary cross-entropy with one sampled negative."},
     {"key": "hafvt catalogue build --max-len", "default": 15, "source": "choice",
