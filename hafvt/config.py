@@ -74,6 +74,10 @@ class Config:
     # --- baselines (ignored by hafvt)
     hidden: int = _f(256, "choice", "Hidden size of the baselines.")
     transitions_k: int = _f(3, "choice", "Transition baseline: count transitions from the last k history items.")
+    # Tri-CDR baseline (hafvt/models/baselines/tricdr.py); ignored by every other model
+    tricdr_cl_weight: float = _f(0.1, "choice", "Tri-CDR: weight of the coarse-grained triple contrastive loss (InfoNCE over the pairs mixed-source, mixed-target, source-target). The paper tunes it per dataset; 0.1 is its public code's Game->Toy setting, not searched here.")
+    tricdr_triplet_weight: float = _f(1.0, "choice", "Tri-CDR: weight of the fine-grained triple contrastive loss (triplet margin: source anchor, mixed positive, target negative). The paper tunes it per dataset (public code: 10 and 5 on Toy/Game); with 10 and margin 4 this harness's Tri-CDR did not learn the deterministic chain test (lr 1e-2, 20 epochs: HR@1 0.44 / 0.34), with 1 and margin 1 it does. Not searched on real data.")
+    tricdr_margin: float = _f(1.0, "choice", "Tri-CDR: margin of the fine-grained triplet loss, in Euclidean distance between the projected (unnormalised) representations. The paper tunes it per dataset (public code: 4 and 20); 1 here, see tricdr_triplet_weight.")
 
     # ------------------------------------------------------------------ helpers
     def validate(self) -> "Config":
@@ -178,6 +182,8 @@ OTHER_DECISIONS = [
      "reason": "An item without an image gets its title's CLIP text row (one embedding space); without a title, its image row; with neither, its domain's mean row. The manifest counts each case."},
     {"key": "C2DSR baseline", "default": "one graph, 1 GCN layer, infomax weight 0.1", "source": "choice",
      "reason": "Simplified against C2DSR: one item graph over all training transitions shared by the three views (C2DSR builds a graph per domain and a cross-domain graph with separate GNNs), one propagation layer, the SASRec encoder, cross-entropy at every slot with a target, and a fixed contrastive weight (hafvt/models/baselines/c2dsr.py)."},
+    {"key": "Tri-CDR baseline", "default": "one model for both directions, cosine / 0.2, TCL on the last slot", "source": "choice",
+     "reason": "Simplified against Tri-CDR: one model scores both domains (roles source/target follow each example's target domain; the paper trains one model per direction), one item table shared by the three SASRec encoders, trained from scratch, softmax cross-entropy over the target domain at every slot with a target (the paper: BCE with one sampled negative), cosine scores / temperature 0.2 (the public code's x5), triple contrastive loss on each line's last slot (hafvt/models/baselines/tricdr.py)."},
     {"key": "GRU4Rec / SASRec / SR-GNN loss", "default": "softmax cross-entropy over all items", "source": "choice",
      "reason": "Every baseline is trained with full softmax cross-entropy at every slot with a target, on the merged sequence S^{X+Y}, with the output tied to the item table: GRU4Rec's paper uses session-parallel batches with sampled BPR/TOP1 losses, SASRec's binary cross-entropy with one sampled negative."},
     {"key": "hafvt catalogue build --max-len", "default": 15, "source": "choice",
