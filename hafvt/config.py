@@ -75,6 +75,10 @@ class Config:
     hidden: int = _f(256, "choice", "Hidden size of the baselines.")
     transitions_k: int = _f(3, "choice", "Transition baseline: count transitions from the last k history items.")
     psjnet_k: int = _f(4, "choice", "PSJNet baseline: number K of latent user roles its split unit divides each domain's state into (the paper's K; it tunes K per data set, 4 is the default of the authors' pi-Net code). The C2DSR files have one user per line, so the roles are latent sub-profiles. Read by no other model.")
+    # Tri-CDR baseline (hafvt/models/baselines/tricdr.py); ignored by every other model
+    tricdr_cl_weight: float = _f(0.1, "choice", "Tri-CDR: weight of the coarse-grained triple contrastive loss (InfoNCE over the pairs mixed-source, mixed-target, source-target). The paper tunes it per dataset; 0.1 is its public code's Game->Toy setting, not searched here.")
+    tricdr_triplet_weight: float = _f(1.0, "choice", "Tri-CDR: weight of the fine-grained triple contrastive loss (triplet margin: source anchor, mixed positive, target negative). The paper tunes it per dataset (public code: 10 and 5 on Toy/Game); with 10 and margin 4 this harness's Tri-CDR did not learn the deterministic chain test (lr 1e-2, 20 epochs: HR@1 0.44 / 0.34), with 1 and margin 1 it does. Not searched on real data.")
+    tricdr_margin: float = _f(1.0, "choice", "Tri-CDR: margin of the fine-grained triplet loss, in Euclidean distance between the projected (unnormalised) representations. The paper tunes it per dataset (public code: 4 and 20); 1 here, see tricdr_triplet_weight.")
 
     # ------------------------------------------------------------------ helpers
     def validate(self) -> "Config":
@@ -183,6 +187,8 @@ OTHER_DECISIONS = [
      "reason": "Simplified against C2DSR: one item graph over all training transitions shared by the three views (C2DSR builds a graph per domain and a cross-domain graph with separate GNNs), one propagation layer, the SASRec encoder, cross-entropy at every slot with a target, and a fixed contrastive weight (hafvt/models/baselines/c2dsr.py)."},
     {"key": "PSJNet baseline", "default": "PSJNet-II, K = psjnet_k latent roles, attention join", "source": "choice",
      "reason": "Simplified against PSJNet (Sun et al., TKDE): the C2DSR files have no shared accounts, so the K roles of its split unit are latent; the split gate follows the authors' pi-Net code without recurrence, the join is a dot-product attention over every (timestamp, role) part before the predicted item, the output layer is tied to the item table (hafvt/models/baselines/psjnet.py)."},
+    {"key": "Tri-CDR baseline", "default": "one model for both directions, cosine / 0.2, TCL on the last slot", "source": "choice",
+     "reason": "Simplified against Tri-CDR: one model scores both domains (roles source/target follow each example's target domain; the paper trains one model per direction), one item table shared by the three SASRec encoders, trained from scratch, softmax cross-entropy over the target domain at every slot with a target (the paper: BCE with one sampled negative), cosine scores / temperature 0.2 (the public code's x5), triple contrastive loss on each line's last slot (hafvt/models/baselines/tricdr.py)."},
     {"key": "GRU4Rec / SASRec / SR-GNN loss", "default": "softmax cross-entropy over all items", "source": "choice",
      "reason": "Every baseline is trained with full softmax cross-entropy at every slot with a target, on the merged sequence S^{X+Y}, with the output tied to the item table: GRU4Rec's paper uses session-parallel batches with sampled BPR/TOP1 losses, SASRec's binary cross-entropy with one sampled negative."},
     {"key": "hafvt catalogue build --max-len", "default": 15, "source": "choice",
