@@ -54,7 +54,8 @@ $(STAMP): pyproject.toml
 
 # `make test`: unit tests, the six notebooks under nbval in smoke mode (notebooks/conftest.py sets
 # HAFVT_SMOKE=1: tiny demo, one epoch, one seed), and the browser test on the book rendered from the
-# committed executed notebooks (a cheap build: no notebook is executed for it).
+# committed executed notebooks (a cheap build: no notebook is executed for it), and the attention page's
+# explorer driven live in JupyterLab (tests/test_lab.py: smoke inputs, about 40 s).
 # First, `hafvt provenance check`: every committed result (results/, the book's tables and executed
 # notebooks) must have been made by the current sources; a change to the model without regenerating fails.
 test: $(STAMP) html browser
