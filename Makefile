@@ -42,7 +42,7 @@ BOOK_HTML := $(BOOK_OUT)/_build/html
 JB_FLAGS := -W -n --keep-going
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 
-.PHONY: install test book demo notebooks html browser clean fk-mini
+.PHONY: install test book demo notebooks html browser clean fk-mini lab
 
 install: $(STAMP)
 
@@ -54,7 +54,8 @@ $(STAMP): pyproject.toml
 
 # `make test`: unit tests, the six notebooks under nbval in smoke mode (notebooks/conftest.py sets
 # HAFVT_SMOKE=1: tiny demo, one epoch, one seed), and the browser test on the book rendered from the
-# committed executed notebooks (a cheap build: no notebook is executed for it).
+# committed executed notebooks (a cheap build: no notebook is executed for it), and the attention page's
+# explorer driven live in JupyterLab (tests/test_lab.py: smoke inputs, about 40 s).
 # First, `hafvt provenance check`: every committed result (results/, the book's tables and executed
 # notebooks) must have been made by the current sources; a change to the model without regenerating fails.
 test: $(STAMP) html browser
@@ -103,6 +104,26 @@ notebooks: $(STAMP) $(if $(filter demo,$(TARGET)),demo) $(if $(filter fk-mini,$(
 	  echo "  $$(basename $$nb): $$(( $$(date +%s) - t )) s"; \
 	done
 	@echo "executed notebooks ($(TARGET)) in $(NB_OUT)/, results in $(RUNS)/"
+
+# `make lab`: JupyterLab on notebooks/, widgets live, with the kernel the notebooks name (python3) running this
+# .venv's Python, and the demo's inputs of the attention page: the demo scenario and its HAF-VT run of seed 0
+# (trained by the training notebook, executed into build/notebooks/lab/, when `make book` has not made it).
+# The notebooks' default parameters are the demo's. Host and port: LAB_ARGS="--ip=0.0.0.0 --port=8899".
+# notebooks/ holds the committed sources, unexecuted: clear outputs before committing a notebook saved in Lab.
+LAB_ARGS ?=
+LAB_RUN := build/runs/demo/tables/runs/hafvt/seed0/checkpoint.pt
+KERNEL := $(VENV)/share/jupyter/kernels/python3/kernel.json
+
+lab: $(STAMP) demo $(LAB_RUN) $(KERNEL)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+$(LAB_RUN): | $(STAMP) demo
+	@mkdir -p build/notebooks/lab
+	$(BIN)/papermill -k python3 --cwd . -f notebooks/params/demo.yaml --no-progress-bar --log-level WARNING notebooks/03_training.ipynb build/notebooks/lab/03_training.ipynb
+
+# the kernel named python3 (the notebooks' kernelspec, papermill's -k) runs this environment's Python
+$(KERNEL): $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hafvt .venv)"
 
 # Render the executed notebooks in book/notebooks/ (fails on any warning).
 html: $(STAMP)

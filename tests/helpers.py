@@ -1,5 +1,7 @@
-"""Shared test helpers: a tiny demo scenario with fixed embedding tables."""
+"""Shared test helpers: a tiny demo scenario with fixed embedding tables; Chromium for the browser tests."""
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,29 @@ import numpy as np
 from hafvt.data.demo import write_demo
 
 REPO = Path(__file__).resolve().parents[1]
+# the browser tests' screenshots (test_book.py, test_lab.py)
+SCREENSHOTS = Path(os.environ.get("HAFVT_SCREENSHOTS", REPO / "build" / "screenshots"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+def find_chromium() -> str | None:
+    for cand in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if cand and (shutil.which(cand) or Path(cand).is_file()):
+            return shutil.which(cand) or cand
+    return None
+
+
+def chromium_or_fail() -> str:
+    """The Chromium executable for the browser tests; without one the test fails and says how to install it."""
+    import pytest
+
+    exe = find_chromium()
+    if exe is None:
+        pytest.fail("the browser test needs Chromium and found none. Install Debian's package "
+                    "(`sudo apt-get update && sudo apt-get install -y chromium`; `make test` does this itself when run "
+                    "as root) or point CHROMIUM=/path/to/chromium at another Chromium build.", pytrace=False)
+    return exe
 
 
 def write_fixture_tables(scenario_dir: Path, n_items: int, dim: int = 32, seed: int = 0) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,13 +24,11 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 import yaml
+from helpers import CHROMIUM_FLAGS, SCREENSHOTS, chromium_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK_SRC = REPO / "book"
 DEFAULT_HTML = REPO / "build" / "book" / "_build" / "html"
-SCREENSHOTS = Path(os.environ.get("HAFVT_SCREENSHOTS", REPO / "build" / "screenshots"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
 
 # what each page must show: (css selector, minimum count, what it is)
 EXPECT = {
@@ -68,13 +65,6 @@ def toc_pages(toc_file: Path = BOOK_SRC / "_toc.yml") -> list[str]:
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
     return [p.removesuffix(".md").removesuffix(".ipynb") for p in pages]
-
-
-def find_chromium() -> str | None:
-    for cand in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if cand and (shutil.which(cand) or Path(cand).is_file()):
-            return shutil.which(cand) or cand
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +104,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    exe = find_chromium()
-    if exe is None:
-        pytest.fail("the browser test needs Chromium and found none. Install Debian's package "
-                    "(`sudo apt-get update && sudo apt-get install -y chromium`; `make test` does this itself when run "
-                    "as root) or point CHROMIUM=/path/to/chromium at another Chromium build.", pytrace=False)
+    exe = chromium_or_fail()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
