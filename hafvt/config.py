@@ -74,6 +74,7 @@ class Config:
     # --- baselines (ignored by hafvt)
     hidden: int = _f(256, "choice", "Hidden size of the baselines.")
     transitions_k: int = _f(3, "choice", "Transition baseline: count transitions from the last k history items.")
+    mifn_neighbors: int = _f(10, "choice", "MIFN baseline: the C2DSR files have no knowledge graph, so MIFN's is replaced by the training lines' co-occurrence graph; each item keeps its k most frequent co-occurring items, and a line's subgraph is its history items plus their k neighbours each (MIFN samples 200 nodes from Amazon metadata relations).")
 
     # ------------------------------------------------------------------ helpers
     def validate(self) -> "Config":
