@@ -7,6 +7,7 @@ baselines the papers only quote: ``tricdr``, ``mifn`` and ``psjnet``.
 """
 from hafvt.models.baselines.c2dsr import C2DSR
 from hafvt.models.baselines.gru4rec import GRU4Rec
+from hafvt.models.baselines.mifn import MIFN
 from hafvt.models.baselines.psjnet import PSJNet
 from hafvt.models.baselines.sasrec import SASRec
 from hafvt.models.baselines.srgnn import SRGNN
@@ -14,4 +15,4 @@ from hafvt.models.baselines.transitions import Transitions
 from hafvt.models.baselines.tricdr import TriCDR
 
 MODELS = {"transitions": Transitions, "gru4rec": GRU4Rec, "sasrec": SASRec, "srgnn": SRGNN, "c2dsr": C2DSR,
-          "psjnet": PSJNet, "tricdr": TriCDR}
+          "tricdr": TriCDR, "mifn": MIFN, "psjnet": PSJNet}
