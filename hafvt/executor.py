@@ -82,7 +82,9 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
             bar.set_postfix_str(job.label)
             done(job, _train(str(scenario_dir), job.cfg, str(job.out), device, job.seed, None, 0, scenario))
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 0
+        # CPU threads per worker: the cores shared out (on a GPU too: 14 workers of 16 threads each on 16
+        # cores left their host-side work contending; the GPU kernels do not need the threads)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             running = {}
             while pending or running:

@@ -29,7 +29,7 @@ from hafvt.metrics import metrics_from_ranks
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.json"
-MAIN_ROWS = ["popularity", "transitions", "gru4rec", "sasrec", "srgnn", "c2dsr", "ifcdsr", "hafvt"]
+MAIN_ROWS = ["popularity", "transitions", "gru4rec", "sasrec", "srgnn", "c2dsr", "tricdr", "mifn", "psjnet", "ifcdsr", "hafvt"]
 TABLE_ROWS = {2: MAIN_ROWS, 3: MAIN_ROWS,
               4: ["popularity", "id-merged", "id-hier", "id-img-merged", "id-txt-merged", "id-txt-hier", "ifcdsr", "hafvt"]}
 # Rows the papers propose; everything else in a table is a baseline (Table 4: the original framework).
@@ -41,13 +41,13 @@ DOMAIN_NAMES = {"Food-Kitchen": ("Food", "Kitchen"), "Movie-Book": ("Movie", "Bo
 # our row -> (paper, row name in paper_numbers.json) of the quoted number beside it
 QUOTED_ROW = {
     2: {"gru4rec": ("haf-vt", "GRU4Rec"), "sasrec": ("haf-vt", "SASRec"), "srgnn": ("haf-vt", "SR-GNN"),
-        "ifcdsr": ("ifcdsr", "IFCDSR"), "hafvt": ("haf-vt", "HAF-VT")},
+        "tricdr": ("haf-vt", "Tri-CDR"), "mifn": ("haf-vt", "MIFN"), "ifcdsr": ("ifcdsr", "IFCDSR"), "hafvt": ("haf-vt", "HAF-VT")},
     4: {"id-merged": ("haf-vt", "original framework"), "id-img-merged": ("haf-vt", "+ visual fusion"),
         "id-txt-merged": ("haf-vt", "+ textual fusion"), "id-txt-hier": ("haf-vt", "+ textual fusion + hierarchical attention"),
         "ifcdsr": ("haf-vt", "+ visual fusion + hierarchical attention"),
         "hafvt": ("haf-vt", "+ textual + visual fusion + hierarchical attention")},
 }
-QUOTED_ROW[3] = QUOTED_ROW[2]
+QUOTED_ROW[3] = {**QUOTED_ROW[2], "psjnet": ("haf-vt", "PSJNet")}  # PSJNet is quoted for Movie-Book only
 METRICS = ("mrr", "ndcg@5", "ndcg@10")
 KINDS = ("sampled", "full")
 DOMAINS = ("X", "Y")
