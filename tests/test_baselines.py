@@ -12,10 +12,12 @@ from hafvt.data.c2dsr import ItemTable, Scenario, Sequences, read_scenario, writ
 from hafvt.models import build_model
 from helpers import REPO, assert_sane_run, tiny_demo, write_fixture_tables
 
-SEQUENTIAL = ["gru4rec", "sasrec", "srgnn", "c2dsr"]
+CROSS_DOMAIN = ["tricdr", "mifn", "psjnet"]  # the cross-domain baselines the papers only quote
+SEQUENTIAL = ["gru4rec", "sasrec", "srgnn", "c2dsr", *CROSS_DOMAIN]
 # HAF-VT's configurations (hierarchical and merged, with and without the frozen tables)
 HAFVT_CONFIGS = ["hafvt", "ifcdsr", "id-txt-hier", "id-merged", "id-img-merged", "id-txt-merged"]
 EPOCHS = {"gru4rec": 20, "sasrec": 12, "srgnn": 25, "c2dsr": 12,  # enough for HR@1 = 1.0 on the chain
+          "tricdr": 18, "mifn": 15, "psjnet": 15,  # the fewest that pass on seeds 0-2 (16, 13, 14 fail on some)
           "hafvt": 12, "ifcdsr": 25, "id-txt-hier": 12, "id-merged": 12, "id-img-merged": 12, "id-txt-merged": 20}
 
 
@@ -120,3 +122,28 @@ def test_transitions_count_the_last_k_items_and_back_off_to_popularity(chain):
     pop = np.bincount(scn.train.items, minlength=scn.n_items)
     frac = (s - s.floor())[0].numpy()  # the popularity part orders items with equal counts
     assert np.all(frac < 1) and np.array_equal(np.argsort(-frac, kind="stable")[:5], np.argsort(-pop, kind="stable")[:5])
+
+
+@pytest.fixture(scope="module")
+def food_kitchen_derived(real_data_dir, tmp_path_factory):
+    """FK-mini's derivation of the real Food-Kitchen files: train = 90% of the valid users."""
+    from hafvt.cli import main as cli
+
+    out = tmp_path_factory.mktemp("fk") / "fk"
+    assert cli(["derive", str(real_data_dir), str(out), "--train-fraction", "0.9", "--seed", "0"]) == 0
+    return out
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", CROSS_DOMAIN)
+def test_cross_domain_baselines_train_on_the_real_food_kitchen_files(food_kitchen_derived, tmp_path, name):
+    """One short epoch (small states, last position only): the configs need nothing but the C2DSR files."""
+    cfg = load_config(REPO / "configs" / f"{name}.yaml", ["epochs=1", "hidden=16", "n_blocks=1", "train_targets=last", "n_neg=99"])
+    res = train_mod.run(food_kitchen_derived, cfg, tmp_path / name, progress=False)
+    scn = read_scenario(food_kitchen_derived)
+    # count_based=True skips only the no-tie check: over 29k-35k items, float32 scores of a one-epoch model
+    # tie with the target by chance on a few lines (PSJNet: 23 of 8,406; SASRec at hidden 16: 5)
+    assert_sane_run(res, tmp_path / name, scn.n_x, scn.n_y, count_based=True)
+    z = np.load(tmp_path / name / "test_ranks.npz")
+    assert (z["full_target"] != z["full_average"]).mean() < 0.01 and (z["sampled_target"] != z["sampled_average"]).mean() < 0.001
+    assert res["provenance"]["data_kind"] == "derived" and res["provenance"]["derived_from"]["train_fraction"] == 0.9

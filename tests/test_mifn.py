@@ -1,45 +1,17 @@
-"""MIFN (hafvt/models/baselines/mifn.py): it learns the chain, trains on the demo and the real files, its
-knowledge-graph substitute comes from training lines only and never shows a slot its future, and its
+"""MIFN (hafvt/models/baselines/mifn.py; learning the chain, the demo and the real files: tests/test_baselines.py):
+its knowledge-graph substitute comes from training lines only and never shows a slot its future, and its
 switch mixes the graph and sequence decoders as MIFN's decoder does."""
 import numpy as np
 import pytest
 import torch
 
-import hafvt.train as train_mod
-from hafvt.cli import main as cli
 from hafvt.data.batches import build_views
 from hafvt.data.c2dsr import read_scenario
 from hafvt.models import build_model
 from hafvt.models.baselines import mifn
 from hafvt.models.baselines.mifn import cooccurrence_neighbours
-from helpers import REPO, assert_sane_run
-from test_baselines import chain, cfg_of, check_learned, demo, learn_chain, one_thread  # noqa: F401 (fixtures)
+from test_baselines import chain, cfg_of, one_thread  # noqa: F401 (fixtures)
 
-EPOCHS = 15  # fewest that pass with a margin: 12-13 epochs give Y 0.953, 15 give Y 0.984 (seeds 1-3: 1.0)
-
-
-def test_mifn_learns_a_deterministic_next_item(chain, tmp_path):
-    check_learned(learn_chain(chain, tmp_path / "mifn", "mifn", EPOCHS))
-
-
-def test_mifn_trains_one_epoch_on_the_tiny_demo(demo, tmp_path):
-    res = train_mod.run(demo, cfg_of("mifn", epochs=1, n_neg=99), tmp_path / "mifn", progress=False)
-    scn = read_scenario(demo)
-    assert_sane_run(res, tmp_path / "mifn", scn.n_x, scn.n_y)
-    assert res["provenance"]["data_kind"] == "demo"
-
-
-@pytest.mark.realdata
-def test_mifn_trains_on_the_real_food_kitchen_files(real_data_dir, tmp_path):
-    """One short epoch (small states, last position only) on the derived Food-Kitchen split."""
-    from hafvt.config import load_config
-
-    assert cli(["derive", str(real_data_dir), str(tmp_path / "fk"), "--train-fraction", "0.9", "--seed", "0"]) == 0
-    cfg = load_config(REPO / "configs" / "mifn.yaml", ["epochs=1", "hidden=16", "train_targets=last", "n_neg=99"])
-    res = train_mod.run(tmp_path / "fk", cfg, tmp_path / "run", progress=False)
-    scn = read_scenario(tmp_path / "fk")
-    assert_sane_run(res, tmp_path / "run", scn.n_x, scn.n_y)
-    assert res["provenance"]["data_kind"] == "derived"
 
 
 def test_knowledge_graph_substitute_counts_training_lines_and_hides_the_future(chain):

@@ -1,37 +1,16 @@
-"""Tri-CDR baseline: it learns the deterministic chain, trains on the demo and on the real files, and its
+"""Tri-CDR baseline (learning the chain, the demo and the real files: tests/test_baselines.py): its
 two distinguishing parts work: the triple contrastive loss has gradient (and its margin is enforced), and
 the triple cross-domain attention reads only slots up to the query's (no look-ahead)."""
 import pytest
 import torch
 
-import hafvt.train as train_mod
-from hafvt.config import load_config
 from hafvt.data.batches import build_views
 from hafvt.data.c2dsr import read_scenario
 from hafvt.models import build_model
-from helpers import REPO, assert_sane_run
-from test_baselines import cfg_of, chain, check_learned, demo, learn_chain  # noqa: F401 (fixtures)
-
-EPOCHS = 18  # the fewest that give HR@1 >= 0.95 in both domains on the chain (seeds 0-2; 16 gives 0.953 in Y)
+from test_baselines import cfg_of, demo, one_thread  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
-
-def test_learns_a_deterministic_next_item(chain, tmp_path):
-    check_learned(learn_chain(chain, tmp_path / "tricdr", "tricdr", EPOCHS))
-
-
-def test_trains_one_epoch_on_the_tiny_demo(demo, tmp_path):
-    res = train_mod.run(demo, cfg_of("tricdr", epochs=1, n_neg=99), tmp_path / "run", progress=False)
-    scn = read_scenario(demo)
-    assert_sane_run(res, tmp_path / "run", scn.n_x, scn.n_y)
-    assert res["provenance"]["data_kind"] == "demo"
 
 
 def _model_and_batch(demo, **over):
@@ -103,14 +82,3 @@ def test_triple_cross_domain_attention_does_not_look_ahead(demo):
         assert s.dtype == torch.float64 and torch.allclose(s.float(), model.cosine(u_last[:, 0]), atol=1e-5)
 
 
-@pytest.mark.realdata
-def test_trains_on_the_real_food_kitchen_files(real_data_dir, tmp_path):
-    """configs/tricdr.yaml needs nothing but the C2DSR files (one short epoch on a derived split)."""
-    from hafvt.cli import main as cli
-
-    assert cli(["derive", str(real_data_dir), str(tmp_path / "fk"), "--train-fraction", "0.9", "--seed", "0"]) == 0
-    cfg = load_config(REPO / "configs" / "tricdr.yaml", ["epochs=1", "hidden=32", "n_blocks=1", "train_targets=last", "n_neg=99"])
-    res = train_mod.run(tmp_path / "fk", cfg, tmp_path / "run", progress=False)
-    scn = read_scenario(tmp_path / "fk")
-    assert_sane_run(res, tmp_path / "run", scn.n_x, scn.n_y)
-    assert res["provenance"]["data_kind"] == "derived" and res["provenance"]["derived_from"]["train_fraction"] == 0.9

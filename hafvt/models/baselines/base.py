@@ -22,6 +22,15 @@ from hafvt.data.c2dsr import Scenario
 XY = VIEW_INDEX["xy"]
 
 
+def item_table(n_items: int, d: int) -> nn.Embedding:
+    """The learnable item table E, N(0, 0.02) rows, with a zero padding row last (index ``n_items``)."""
+    E = nn.Embedding(n_items + 1, d, padding_idx=n_items)
+    nn.init.normal_(E.weight, std=0.02)
+    with torch.no_grad():
+        E.weight[n_items].zero_()
+    return E
+
+
 class NextItemModel(nn.Module, ABC):
     """Base of the single-sequence baselines (GRU4Rec, SASRec, SR-GNN)."""
 
@@ -31,10 +40,7 @@ class NextItemModel(nn.Module, ABC):
         super().__init__()
         self.cfg, self.n_x, self.n_items = cfg, scn.n_x, scn.n_items
         self.d = cfg.hidden
-        self.E = nn.Embedding(self.n_items + 1, self.d, padding_idx=self.n_items)  # last row = padding
-        nn.init.normal_(self.E.weight, std=0.02)
-        with torch.no_grad():
-            self.E.weight[self.n_items].zero_()
+        self.E = item_table(self.n_items, self.d)
 
     @abstractmethod
     def hidden_states(self, batch: dict) -> torch.Tensor:

@@ -84,6 +84,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
+from hafvt.models.baselines.base import item_table
 
 SWITCH_WEIGHT = 1.0  # weight of the switch loss (the authors' code: 1)
 NEG = -1e9  # a finite "minus infinity" for masked log-probabilities (keeps gradients finite)
@@ -191,10 +192,7 @@ class MIFN(nn.Module):
         super().__init__()
         self.cfg, self.n_x, self.n_items, self.d = cfg, scn.n_x, scn.n_items, cfg.hidden
         d = self.d
-        self.E = nn.Embedding(self.n_items + 1, d, padding_idx=self.n_items)  # last row = padding
-        nn.init.normal_(self.E.weight, std=0.02)
-        with torch.no_grad():
-            self.E.weight[self.n_items].zero_()
+        self.E = item_table(self.n_items, d)
         self.drop = nn.Dropout(cfg.dropout)
         # behavioural flow: encoders, BTU filter and transfer per domain
         self.enc = nn.ModuleDict({v: MaskedGRU(d, d) for v in ("x", "y")})

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
+from hafvt.models.baselines.base import item_table
 
 DOMAINS = ("x", "y")
 OTHER = {"x": "y", "y": "x"}
@@ -112,10 +113,7 @@ class PSJNet(nn.Module):
         super().__init__()
         self.cfg, self.n_x, self.n_items, self.d, self.K = cfg, scn.n_x, scn.n_items, cfg.hidden, cfg.psjnet_k
         d = self.d
-        self.E = nn.Embedding(self.n_items + 1, d, padding_idx=self.n_items)  # last row = padding
-        nn.init.normal_(self.E.weight, std=0.02)
-        with torch.no_grad():
-            self.E.weight[self.n_items].zero_()
+        self.E = item_table(self.n_items, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.enc = nn.ModuleDict({D: nn.GRUCell(d, d) for D in DOMAINS})  # parallel encoders GRU_X, GRU_Y
         self.split = nn.ModuleDict({D: Split(d, self.K) for D in DOMAINS})  # split["x"]: Y -> X

@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
+from hafvt.models.baselines.base import item_table
 from hafvt.models.attention import Encoder
 
 TCA_WIDTHS = (80, 40)  # hidden widths of the TCA scoring MLP (DIN's, as in the public code)
@@ -96,10 +97,7 @@ class TriCDR(nn.Module):
         super().__init__()
         self.cfg, self.n_x, self.n_items, self.d = cfg, scn.n_x, scn.n_items, cfg.hidden
         d = self.d
-        self.E = nn.Embedding(self.n_items + 1, d, padding_idx=self.n_items)  # last row = padding
-        nn.init.normal_(self.E.weight, std=0.02)
-        with torch.no_grad():
-            self.E.weight[self.n_items].zero_()
+        self.E = item_table(self.n_items, d)
         self.enc = nn.ModuleDict({v: Encoder(d, cfg) for v in self.views})
         # TCA: MLP([h_j; q; h_j*q; q-h_j; m_bar]); its first layer is applied block by block (tca())
         a1, a2 = TCA_WIDTHS
