@@ -14,3 +14,16 @@ def real_data_dir() -> Path:
     if not Path(path).is_dir():
         pytest.skip(f"HAFVT_REAL_DATA={path} is not a directory")
     return Path(path)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright (the browser tests: the book, JupyterLab)."""
+    from helpers import CHROMIUM_FLAGS, chromium_or_fail
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium_or_fail()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()

@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 import yaml
-from helpers import CHROMIUM_FLAGS, SCREENSHOTS, chromium_or_fail
+from helpers import SCREENSHOTS
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK_SRC = REPO / "book"
@@ -100,17 +100,6 @@ def server(book_html):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
 
 
 def test_toc_opens_on_the_verdict_then_lists_the_notebooks():

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM_FLAGS, REPO, SCREENSHOTS, chromium_or_fail
+from helpers import REPO, SCREENSHOTS
 
 NOTEBOOK = "06_attention.ipynb"
 SHOT = "lab-attention-explorer.png"
@@ -179,17 +179,6 @@ def lab(lab_root):
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
 
 
 # ------------------------------------------------------------------ reading the widget
