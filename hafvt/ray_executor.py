@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from hafvt.executor import Job, _train, finished
 
@@ -39,7 +40,9 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
     """Run every unfinished job as a Ray task; returns ``[{"label", "error"}]`` for the runs that failed.
 
     Called like ``hafvt.executor.execute``; ``workers`` and ``scenario`` are unused (Ray packs the runs
-    by their resources; each task reads the scenario). ``address``: an existing cluster (``"auto"``, ``"HOST:6379"``); none starts a local instance.
+    by their resources; each task reads the scenario). ``address``: an existing cluster (``"auto"``,
+    ``"HOST:6379"``); none starts a local instance. Paths are sent absolute: a worker's folder is not
+    this one, and a shared file system must be mounted at the same path on every node.
     ``deadline`` (a ``time.monotonic()`` value): no run starts after it, as in ``hafvt.executor``.
     """
     from tqdm.auto import tqdm
@@ -61,8 +64,9 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
                                           retry_exceptions=False)
     wall_deadline = None if deadline is None else time.time() + (deadline - time.monotonic())
     inv = invocation()
-    running = {task.remote(wall_deadline, str(scenario_dir), j.cfg, str(j.out), "cuda" if gpu else device, j.seed, inv, 1): j
-               for j in todo}
+    scenario_dir = str(Path(scenario_dir).resolve())
+    running = {task.remote(wall_deadline, scenario_dir, j.cfg, str(Path(j.out).resolve()), "cuda" if gpu else device, j.seed,
+                           inv, 1): j for j in todo}
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)
         job = running.pop(ready[0])
