@@ -95,6 +95,19 @@ def row_config(row: str, epochs: int | None, overrides=()):
     return cfg
 
 
+def executor(ray: dict | None):
+    """``hafvt.executor.execute``, or with ``ray`` options the Ray one (same arguments, same errors)."""
+    from functools import partial
+
+    from hafvt import executor as local
+
+    if ray is None:
+        return local.execute
+    from hafvt import ray_executor
+
+    return partial(ray_executor.execute, **ray)
+
+
 def run_dir(out: Path, row: str, seed: int) -> Path:
     return Path(out) / "runs" / row / f"seed{seed}"
 
@@ -113,14 +126,15 @@ def _valid_score(results: dict) -> float:
 
 
 def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, overrides, device, workers, progress,
-                scn, deadline=None) -> tuple[dict, list]:
+                scn, deadline=None, ray=None) -> tuple[dict, list]:
     """Train seed 0 of every row at every point of ``PAPER_GRID``; pick each row's point on validation.
 
     Returns ``({row: {"points": {point: score}, "selected": {"lr", "l2"}}}, errors)`` and updates ``cfgs``;
     the selected point's run becomes the row's seed-0 run (it is not trained twice).
     """
-    from hafvt.executor import Job, execute
+    from hafvt.executor import Job
 
+    execute = executor(ray)
     points = [(lr, l2) for lr in PAPER_GRID["lr"] for l2 in PAPER_GRID["l2"]]
     jobs = [Job(f"{row} lr={lr:g} l2={l2:g}", row_config(row, epochs, [*overrides, f"lr={lr}", f"l2={l2}"]).to_dict(),
                 grid_dir(out, row, lr, l2), 0) for row in rows for lr, l2 in points]
@@ -148,20 +162,22 @@ def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, ov
 
 def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
                     overrides=(), rows=None, progress: bool = True, grid: str | None = None, grid_rows=None,
-                    workers: int = 1, max_minutes: float | None = None) -> dict:
+                    workers: int = 1, max_minutes: float | None = None, ray: dict | None = None) -> dict:
     """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files.
 
     ``grid="paper"`` first searches the papers' lr x l2 grid for the trainable rows (``grid_rows``, default
     all of them; ``GRID_RULE``); ``workers`` trains that many runs at once (``hafvt.executor``). Runs go
     seed by seed (every row's seed 0 first); ``max_minutes`` starts no run after that budget and builds
-    the table from the runs that finished (run again to resume).
+    the table from the runs that finished (run again to resume). ``ray`` (``{"address", "gpus_per_run"}``)
+    runs them as Ray tasks instead (``hafvt.ray_executor``).
     """
     import time
 
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     from hafvt.data.c2dsr import read_scenario
-    from hafvt.executor import Job, execute
+    from hafvt.executor import Job
 
+    execute = executor(ray)
     if table not in TABLE_ROWS:
         raise ValueError(f"table must be one of {sorted(TABLE_ROWS)}, got {table}")
     if seeds < 1:
@@ -176,7 +192,7 @@ def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cp
     if grid == "paper":
         wanted = [r for r in (grid_rows or rows) if r in rows and r not in COUNT_BASED]
         searched, grid_errors = search_grid(scenario_dir, out, wanted, cfgs, epochs, overrides, device, workers, progress, scn,
-                                            deadline)
+                                            deadline, ray)
         errors += [{"row": e["label"].split()[0], "seed": 0, "error": e["error"]} for e in grid_errors]
     jobs = [Job(f"{row} seed {s}", cfgs[row].to_dict(), run_dir(out, row, s), s) for s in range(seeds) for row in rows]
     for e in execute(scenario_dir, jobs, device, workers, progress, desc=f"table {table}", scenario=scn if workers <= 1 else None,

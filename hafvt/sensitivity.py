@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hafvt.io import atomic_write_json
-from hafvt.reproduce import DOMAINS, row_config
+from hafvt.reproduce import DOMAINS, executor, row_config
 
 RULE = "the variant with the highest validation MRR, averaged over the two domains and the seeds (test never chooses)"
 
@@ -25,10 +25,11 @@ def variant_dir(out: Path, row: str, key: str, value) -> Path:
 
 
 def sensitivity(scenario_dir, row: str, vary: dict, seeds: int, out, device: str = "cpu", epochs: int | None = None,
-                overrides=(), workers: int = 1, progress: bool = True, max_minutes: float | None = None) -> dict:
+                overrides=(), workers: int = 1, progress: bool = True, max_minutes: float | None = None,
+                ray: dict | None = None) -> dict:
     from hafvt.data.c2dsr import data_hash
     from hafvt.data.labels import scenario_kind
-    from hafvt.executor import Job, execute
+    from hafvt.executor import Job
     from hafvt.provenance import portable, record
 
     scenario_dir, out = Path(scenario_dir), Path(out)
@@ -40,7 +41,7 @@ def sensitivity(scenario_dir, row: str, vary: dict, seeds: int, out, device: str
     import time
 
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-    errors = execute(scenario_dir, jobs, device, workers, progress, desc=f"sensitivity {row}", deadline=deadline)
+    errors = executor(ray)(scenario_dir, jobs, device, workers, progress, desc=f"sensitivity {row}", deadline=deadline)
 
     runs, summary = [], []
     for k, v in variants:

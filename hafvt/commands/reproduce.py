@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--max-minutes", type=float, help="start no run after this many minutes; the table is built from the "
                    "finished runs (run the command again to resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_executor_options(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("sensitivity", help="vary one setting at a time around a row's config; choose on validation only")
@@ -39,7 +40,27 @@ def register(sub) -> None:
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true")
+    add_executor_options(p)
     p.set_defaults(func=cmd_sensitivity)
+
+
+def add_executor_options(p) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="'local': this process, or --jobs "
+                   "worker processes (default); 'ray': one Ray task per run, over a node's GPUs or a Ray cluster")
+    p.add_argument("--address", help="with --executor ray: the cluster to join ('auto', HOST:PORT); default a local Ray")
+    p.add_argument("--gpus-per-run", type=float, default=1.0, metavar="F",
+                   help="with --executor ray on cuda: GPUs per run; 0.25 trains four runs on each GPU (default 1)")
+
+
+def ray_options(args) -> dict | None:
+    """The ``ray`` argument of ``reproduce_table`` and ``sensitivity``: None runs locally."""
+    if args.executor != "ray":
+        if args.address is not None:
+            raise ValueError("--address needs --executor ray")
+        return None
+    if not 0 < args.gpus_per_run:
+        raise ValueError(f"--gpus-per-run must be > 0, got {args.gpus_per_run}")
+    return {"address": args.address, "gpus_per_run": args.gpus_per_run}
 
 
 def params_defaults(path: Path | None, table: int) -> dict:
@@ -68,7 +89,7 @@ def cmd_reproduce(args) -> int:
                         epochs=args.epochs if args.epochs is not None else d.get("epochs"),
                         overrides=d.get("overrides", []) + args.overrides, rows=rows, progress=not args.quiet,
                         grid=args.grid or d.get("grid"), grid_rows=_names(args.grid_rows) or d.get("grid_rows"),
-                        workers=args.jobs, max_minutes=args.max_minutes)
+                        workers=args.jobs, max_minutes=args.max_minutes, ray=ray_options(args))
     print(f"table {t['table']} ({t['label']}): {args.out}/table{t['table']}.md")
     for r in t["rows"]:
         if r["seeds_done"]:
@@ -109,7 +130,7 @@ def cmd_sensitivity(args) -> int:
                     device=args.device or d.get("device") or "cpu",
                     epochs=args.epochs if args.epochs is not None else d.get("epochs"),
                     overrides=d.get("overrides", []) + args.overrides, workers=args.jobs, progress=not args.quiet,
-                    max_minutes=args.max_minutes)
+                    max_minutes=args.max_minutes, ray=ray_options(args))
     for v in r["variants"]:
         print(f"  {v['key']}={v['value']}: valid MRR X {v['valid_X']:.2f} Y {v['valid_Y']:.2f}; "
               f"test X {v['test_X']:.2f} Y {v['test_Y']:.2f} ({v['seeds']} seeds)")
