@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hafvt import distributed
 from hafvt.candidates import candidates_path, load_or_draw
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, Views, scenario_views
@@ -101,10 +102,13 @@ def pad_batch(batch: dict, size: int) -> dict:
 
 
 def train_epoch(model, opt, views: Views, cfg: Config, seed: int, epoch: int, device: torch.device, progress: bool,
-                max_steps: int | None = None, pad_last: bool | None = None) -> float:
+                max_steps: int | None = None, pad_last: bool | None = None,
+                ranks: distributed.Ranks = distributed.Ranks(), ddp=None) -> float:
     """One pass over the shuffled training lines (or its first ``max_steps`` batches); the mean loss.
 
     ``pad_last`` (default: when compiling on CUDA) pads the last, short batch to the full size.
+    Over several processes (``ranks``, ``ddp`` = ``distributed.wrap(model)``) each rank trains on
+    its slice of every global batch of ``cfg.batch_size`` lines; the loss is the global batches' mean.
     """
     model.train()
     if pad_last is None:
@@ -116,17 +120,36 @@ def train_epoch(model, opt, views: Views, cfg: Config, seed: int, epoch: int, de
     starts = range(0, len(views), cfg.batch_size)[:max_steps]
     for s in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
         host = perm[s : s + cfg.batch_size]
-        batch = views.index(perm_dev[s : s + cfg.batch_size])
-        if pad_last:
-            batch = pad_batch(batch, cfg.batch_size)
-        counts = {v: int(views.n_targets[host, VIEW_INDEX[v]].sum()) for v in model.views}
-        with _autocast(device, cfg.amp):
-            loss = model.loss(batch, counts)
+        if ranks.spread:
+            loss = _rank_step(model, ddp, views, host, perm_dev[s : s + cfg.batch_size], cfg, device, pad_last, ranks)
+        else:
+            batch = views.index(perm_dev[s : s + cfg.batch_size])
+            if pad_last:
+                batch = pad_batch(batch, cfg.batch_size)
+            counts = {v: int(views.n_targets[host, VIEW_INDEX[v]].sum()) for v in model.views}
+            with _autocast(device, cfg.amp):
+                loss = model.loss(batch, counts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_sum += loss.detach()
-    return float(loss_sum) / max(1, len(starts))
+    return float(distributed.mean_over_ranks(loss_sum, ranks)) / max(1, len(starts))
+
+
+def _rank_step(model, ddp, views: Views, host: np.ndarray, rows: torch.Tensor, cfg: Config, device: torch.device,
+               pad_last: bool, ranks: distributed.Ranks) -> torch.Tensor:
+    """This rank's loss on its slice of the global batch ``host``, scaled so DDP's gradient mean is exact."""
+    global_counts = {v: int(views.n_targets[host, VIEW_INDEX[v]].sum()) for v in model.views}
+    mine = distributed.local_slice(len(host), ranks)
+    counts = {v: int(views.n_targets[host[mine], VIEW_INDEX[v]].sum()) for v in model.views}
+    if len(host[mine]):
+        batch = views.index(rows[mine])
+    else:  # a short last batch left this rank no line: one line without targets keeps it in step
+        batch = {k: t[1:] for k, t in pad_batch(views.index(rows[:1]), 2).items()}
+    if pad_last:
+        batch = pad_batch(batch, -(-cfg.batch_size // ranks.world_size))
+    with _autocast(device, cfg.amp):
+        return ddp(batch, counts, distributed.sum_scales(global_counts, ranks.world_size))
 
 
 def make_optimizer(model, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -155,7 +178,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     """Train (or fit) ``cfg`` on the scenario, select by validation, write ``out/results.json``."""
     scenario_dir, out = Path(scenario_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
+    procs, dev = distributed.init(device)  # under torchrun: this process's rank and device
+    progress = progress and procs.is_main
     if dev.type == "cpu":  # subnormal floats in the softmax tails slow CPU epochs ~15x; results unchanged
         torch.set_flush_denormal(True)
     scn = scenario or read_scenario(scenario_dir)
@@ -176,6 +200,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             enc.compile()
     used = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
     prov = run_provenance(scenario_dir, cfg.to_dict(), cfg.hash(), seed, device, manifest, used)
+    if procs.spread:
+        prov["world_size"] = procs.world_size
     state = {"epoch": 0, "history": [], "best": {}}
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
@@ -186,6 +212,10 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         if opt is not None:
             opt.load_state_dict(saved["optim"])
         state = _state_from_ckpt(saved["state"])
+    ddp = None
+    if trainable and procs.spread:
+        distributed.check_supported(model, cfg.model)
+        ddp = distributed.wrap(model, dev)
     epochs = cfg.epochs if trainable else 0
     domains = {s: views[s].domain.cpu().numpy() for s in ("valid", "test")}
     if trainable and epochs < 1:
@@ -195,9 +225,13 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         if state.get("stopped"):  # a resumed run that had already stopped early
             break
         t_epoch = time.perf_counter()
-        loss = train_epoch(model, opt, views["train"], cfg, seed, epoch, dev, progress) if epoch > 0 else None
+        loss = train_epoch(model, opt, views["train"], cfg, seed, epoch, dev, progress, ranks=procs, ddp=ddp) if epoch > 0 else None
         entry = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - t_epoch, 3)}
-        if epoch == epochs or (epoch > 0 and epoch % cfg.eval_every == 0):
+        evaluate = epoch == epochs or (epoch > 0 and epoch % cfg.eval_every == 0)
+        if evaluate and not procs.is_main:  # rank 0 evaluates and writes; take its state (and its stop decision)
+            state = distributed.from_rank0(None, procs)
+            continue
+        if evaluate:
             ties = tuple(dict.fromkeys((*REPORTED_TIES, cfg.tie)))  # cfg.tie may be 'against'
             ranks = {s: rank_split(model, views[s], cands[s], scn.n_x, ties=ties) for s in ("valid", "test")}
             valid = metrics_of(ranks["valid"], domains["valid"], cfg.tie)
@@ -220,13 +254,18 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         if progress:
             shown = "" if "valid" not in entry else "  valid MRR X {:.4f} Y {:.4f}".format(entry["valid"]["X"]["mrr"], entry["valid"]["Y"]["mrr"])
             tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
-        atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
-        if "valid" in entry and trainable:
+        if procs.is_main:
+            atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
+        if "valid" in entry and trainable and procs.is_main:
             atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": _state_to_ckpt(state),
                                      "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"]})
+        if evaluate:
+            state = distributed.from_rank0(state, procs)
     results = summarise(state, cfg, prov, time.perf_counter() - t0)
-    atomic_write_json(out / "results.json", results)
-    save_test_ranks(out / "test_ranks.npz", state, domains["test"])
+    if procs.is_main:
+        atomic_write_json(out / "results.json", results)
+        save_test_ranks(out / "test_ranks.npz", state, domains["test"])
+    distributed.finish(procs)
     return results
 
 

@@ -40,10 +40,10 @@ def test_interrupted_run_resumes_to_the_same_metrics(demo, tmp_path, monkeypatch
     straight = train_mod.run(demo, small_cfg(), tmp_path / "straight", progress=False)
     real_epoch = train_mod.train_epoch
 
-    def crash_at_3(model, opt, views, cfg, seed, epoch, *a):
+    def crash_at_3(model, opt, views, cfg, seed, epoch, *a, **kw):
         if epoch == 3:
             raise KeyboardInterrupt
-        return real_epoch(model, opt, views, cfg, seed, epoch, *a)
+        return real_epoch(model, opt, views, cfg, seed, epoch, *a, **kw)
 
     monkeypatch.setattr(train_mod, "train_epoch", crash_at_3)
     with pytest.raises(KeyboardInterrupt):

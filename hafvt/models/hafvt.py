@@ -164,18 +164,21 @@ class HAFVT(nn.Module):
         return {"x": 1.0, "y": l1, "xy": l2}
 
     # ------------------------------------------------------------------ training
-    def loss(self, batch: dict, counts: dict[str, int] | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, counts: dict[str, int] | None = None,
+             sum_scale: dict[str, float] | None = None) -> torch.Tensor:
         """L = L^X + lambda1 L^Y + lambda2 L^{X+Y}, eq. (9); every slot with a target counts (mean per view).
 
         ``counts[v]`` (number of slots with a target, known on the host) lets the rows be
         gathered without a device sync; without it they are counted with a sync. When every
         view's softmax runs over all items, the views' rows share one product per modality.
+        ``sum_scale[v]`` replaces a view's mean by its sum times that factor (a rank's share of a
+        batch split over processes, ``hafvt.distributed``); empty views then stay in the graph.
         """
         segments = []  # (view, rows of the flattened (B*L) slots, their targets)
         for v in self.views:
             tgt = batch["tgt"][:, VIEW_INDEX[v]].reshape(-1)
             rows = target_rows(tgt, None if counts is None else counts[v])
-            if len(rows):
+            if len(rows) or sum_scale is not None:
                 segments.append((v, rows, tgt[rows]))
         groups = [segments] if self.cfg.view_softmax == "all" else [[seg] for seg in segments]
         weight, total = self.view_weights(), 0.0
@@ -183,7 +186,8 @@ class HAFVT(nn.Module):
             h = {m: torch.cat([self.encode(batch, v, m)[0].flatten(0, 1)[rows] for v, rows, _ in group]) for m in self.modalities}
             log_p = self.view_log_prob(h, group[0][0] if len(group) == 1 else "xy", torch.cat([t for *_, t in group]))
             for (v, rows, _), lp in zip(group, log_p.split([len(rows) for _, rows, _ in group])):
-                total = total - weight[v] * lp.mean()
+                view_loss = lp.mean() if sum_scale is None else lp.sum() * sum_scale[v]
+                total = total - weight[v] * view_loss
         return total
 
     # ------------------------------------------------------------------ evaluation

@@ -31,6 +31,13 @@ def item_table(n_items: int, d: int) -> nn.Embedding:
     return E
 
 
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, sum_scale: dict | None = None) -> torch.Tensor:
+    """The mean over rows, or with ``sum_scale`` the sum times ``sum_scale["xy"]``."""
+    if sum_scale is None:
+        return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, reduction="sum") * sum_scale["xy"]
+
+
 class NextItemModel(nn.Module, ABC):
     """Base of the single-sequence baselines (GRU4Rec, SASRec, SR-GNN)."""
 
@@ -50,12 +57,15 @@ class NextItemModel(nn.Module, ABC):
         """h (n, d) -> scores of every item (n, |X|+|Y|)."""
         return h @ self.E.weight[: self.n_items].to(h.dtype).T
 
-    def loss(self, batch: dict, counts: dict | None = None) -> torch.Tensor:
-        """Mean cross-entropy of the next mixed item over every slot with a target."""
+    def loss(self, batch: dict, counts: dict | None = None, sum_scale: dict | None = None) -> torch.Tensor:
+        """Mean cross-entropy of the next mixed item over every slot with a target.
+
+        ``sum_scale["xy"]``: the sum times that factor instead (a rank's share, ``hafvt.distributed``).
+        """
         tgt = batch["tgt"][:, XY]
         rows = target_rows(tgt, None if counts is None else counts["xy"])
         h = self.hidden_states(batch).flatten(0, 1)[rows]
-        return F.cross_entropy(self.item_logits(h).float(), tgt.reshape(-1)[rows])
+        return cross_entropy(self.item_logits(h).float(), tgt.reshape(-1)[rows], sum_scale)
 
     @torch.no_grad()
     def scores(self, batch: dict) -> torch.Tensor:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from hafvt.config import Config
 from hafvt.data.c2dsr import Scenario
-from hafvt.models.baselines.base import XY, NextItemModel, target_rows
+from hafvt.models.baselines.base import XY, NextItemModel, cross_entropy, target_rows
 
 GNN_STEPS = 1  # the paper's propagation steps (one step in its experiments)
 
@@ -81,11 +80,11 @@ class SRGNN(NextItemModel):
         out = seq[b].gather(1, src.clamp(min=0))
         return out.masked_fill(src < 0, self.n_items)
 
-    def loss(self, batch: dict, counts: dict | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, counts: dict | None = None, sum_scale: dict | None = None) -> torch.Tensor:
         seq, tgt = batch["seq"][:, XY], batch["tgt"][:, XY]
         rows = target_rows(tgt, None if counts is None else counts["xy"])
         s_h = self.session_embedding(self.prefixes(seq, rows))
-        return F.cross_entropy(self.item_logits(s_h).float(), tgt.reshape(-1)[rows])
+        return cross_entropy(self.item_logits(s_h).float(), tgt.reshape(-1)[rows], sum_scale)
 
     def hidden_states(self, batch: dict):
         return self.session_embedding(batch["seq"][:, XY])[:, None]  # the last slot only
