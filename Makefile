@@ -46,10 +46,11 @@ CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || comman
 
 install: $(STAMP)
 
+# the book and test extras, and ray so that `make test` runs the Ray executor's tests (the package needs none of it)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing hafvt and its dependencies into $(VENV) (torch is large; first time takes a few minutes)"
-	$(BIN)/python -m pip install -q -e '.[book,test]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -e '.[book,test,ray]' 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # `make test`: unit tests, the six notebooks under nbval in smoke mode (notebooks/conftest.py sets
