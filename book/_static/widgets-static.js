@@ -6,7 +6,7 @@
  *   <script type="application/vnd.jupyter.widget-view+json">{"model_id": "..."}</script>.
  * The usual renderer (@jupyter-widgets/html-manager) is loaded from a CDN; this book must build and
  * read offline, so this file draws the few widget models hafvt's notebooks use (boxes, HTML, labels,
- * dropdowns, tabs, outputs) from that saved state. Nothing here runs Python: choosing another value
+ * dropdowns, sliders and number fields, tabs, outputs) from that saved state. Nothing here runs Python: choosing another value
  * needs the notebook and a live kernel, and the page says so.
  */
 (function () {
@@ -128,6 +128,21 @@
       });
       node.appendChild(bar);
       panes.forEach(function (p) { node.appendChild(p); });
+    } else if (/^(Float|Int|BoundedFloat|BoundedInt)(Slider|Text)Model$/.test(name)) {
+      /* a number control, drawn at its saved value and disabled: moving it needs a live kernel */
+      node = el("div", "hafvt-w-number");
+      if (s.description) node.appendChild(el("label", "hafvt-w-desc", s.description + " "));
+      var slider = /Slider/.test(name);
+      var input = el("input");
+      input.type = slider ? "range" : "number";
+      if (s.min !== undefined) input.min = String(s.min);
+      if (s.max !== undefined) input.max = String(s.max);
+      if (s.step !== undefined) input.step = String(s.step);
+      input.value = String(s.value);
+      input.disabled = true;
+      input.title = "static page: run the notebook with a kernel to change it";
+      node.appendChild(input);
+      if (slider) node.appendChild(el("span", "hafvt-w-readout", " " + s.value));
     } else if (name === "OutputModel") {
       node = renderOutputs(s.outputs);
     } else {
