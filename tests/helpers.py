@@ -88,3 +88,18 @@ def assert_sane_run(res: dict, run_dir: Path, n_x: int, n_y: int, count_based: b
             assert avg > 2 / (n_cand.get(kind, n_dom) + 1), (kind, d, avg)
             if not count_based:
                 assert res["metrics"][kind][d] == res["metrics_average_ties"][kind][d], (kind, d)
+
+
+def interrupt_at(monkeypatch, epoch: int) -> None:
+    """Make ``hafvt.train.run`` stop with KeyboardInterrupt when it starts training ``epoch`` (a crash
+    after the previous epoch's checkpoint); ``monkeypatch.undo()`` restores training."""
+    import hafvt.train as train_mod
+
+    real_epoch = train_mod.train_epoch
+
+    def crash(model, opt, views, cfg, seed, e, *a, **kw):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(model, opt, views, cfg, seed, e, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "train_epoch", crash)

@@ -15,7 +15,7 @@ from hafvt.data.batches import VIEW_INDEX, scenario_views
 from hafvt.data.c2dsr import read_scenario
 from hafvt.models import build_model
 
-from helpers import REPO, tiny_demo
+from helpers import REPO, interrupt_at, tiny_demo
 
 # dropout 0: ranks draw other dropout masks than one process does
 TINY = {"batch_size": 128, "hidden": 16, "q": 16, "n_neg": 19, "dropout": 0.0, "eval_every": 1}
@@ -141,14 +141,7 @@ def test_two_processes_train_as_one_and_write_the_results_once(demo, straight, t
 @pytest.mark.slow
 def test_two_processes_resume_a_checkpoint_to_the_one_process_trajectory(demo, straight, tmp_path, monkeypatch):
     cfg = load_config(REPO / "configs" / "hafvt.yaml", {**TINY, "epochs": 3})
-    real_epoch = train_mod.train_epoch
-
-    def crash_at_2(model, opt, views, cfg, seed, epoch, *a, **kw):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(model, opt, views, cfg, seed, epoch, *a, **kw)
-
-    monkeypatch.setattr(train_mod, "train_epoch", crash_at_2)
+    interrupt_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train_mod.run(demo, cfg, tmp_path / "resumed", progress=False)
     torchrun(demo, tmp_path / "resumed", epochs=3)

@@ -7,7 +7,7 @@ import hafvt.train as train_mod
 from hafvt.cli import main as cli
 from hafvt.config import load_config
 from hafvt.data.c2dsr import read_scenario
-from helpers import REPO, assert_sane_run, tiny_demo
+from helpers import REPO, assert_sane_run, interrupt_at, tiny_demo
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 
@@ -38,18 +38,11 @@ def test_same_seed_gives_identical_metrics(demo, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_metrics(demo, tmp_path, monkeypatch):
     straight = train_mod.run(demo, small_cfg(), tmp_path / "straight", progress=False)
-    real_epoch = train_mod.train_epoch
-
-    def crash_at_3(model, opt, views, cfg, seed, epoch, *a, **kw):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real_epoch(model, opt, views, cfg, seed, epoch, *a, **kw)
-
-    monkeypatch.setattr(train_mod, "train_epoch", crash_at_3)
+    interrupt_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_mod.run(demo, small_cfg(), tmp_path / "resumed", progress=False)
     assert (tmp_path / "resumed" / "checkpoint.pt").is_file() and not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    monkeypatch.undo()
     resumed = train_mod.run(demo, small_cfg(), tmp_path / "resumed", progress=False)
     assert resumed["metrics"] == straight["metrics"]
     assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
