@@ -2,7 +2,8 @@
 lambda1, lambda2 (eq. 10), without retraining.
 
 The weights act only where probabilities are mixed, so the per-view, per-modality probabilities
-P^V_m of every test line's sampled candidates are computed once (``candidate_parts``) and re-mixed
+P^V_m of every test line's sampled candidates are computed once (``candidate_parts``; for a finished run,
+``hafvt.widgets.Explorer.candidate_parts``) and re-mixed
 instantly (``remix_metrics``) by the model's own mixing functions (``mix_modalities``, ``mix_views``).
 At the run's weights the re-mix gives the run's own sampled metrics at its checkpoint's epoch,
 exactly (``tests/test_fusion_weights.py``). What it does not show: a model *trained* with other
@@ -116,29 +117,6 @@ def weight_grid(parts: CandidateParts, x: str, y: str, values_x, values_y, metri
             for d in out:
                 out[d][j, i] = m[d][metric]
     return out
-
-
-def load_parts(scenario_dir: str | Path, run_dir: str | Path, split: str = "test", device: str = "cpu") -> CandidateParts:
-    """The candidate parts of a finished HAF-VT run (its checkpoint, its split's saved candidates)."""
-    from hafvt.candidates import load_or_draw
-    from hafvt.data.batches import build_views
-    from hafvt.data.c2dsr import read_scenario
-    from hafvt.models import build_model
-    from hafvt.train import load_checkpoint, load_tables
-
-    run_dir = Path(run_dir)
-    cfg = Config(**json.loads((run_dir / "results.json").read_text())["config"]).validate()
-    if cfg.model != "hafvt":
-        raise ValueError(f"{run_dir}: fusion weights belong to HAF-VT's configurations, this run is {cfg.model!r}")
-    scn = read_scenario(scenario_dir)
-    tables, _ = load_tables(Path(scenario_dir), cfg)
-    model = build_model(cfg, scn, tables).to(device)
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt", device)
-    model.load_state_dict(ckpt["model"])
-    seqs = scn.split(split)
-    cand = load_or_draw(scenario_dir, split, seqs.targets, scn.n_x, scn.n_y, cfg.n_neg, cfg.candidate_seed)
-    views = build_views(seqs, scn.n_x, scn.n_items, cfg.maxlen).to(device)
-    return candidate_parts(model, views, torch.from_numpy(cand).to(device), ckpt["state"]["epoch"])
 
 
 def checkpoint_metrics(run_dir: str | Path, epoch: int) -> dict:

@@ -97,6 +97,17 @@ class Explorer:
         self.seqs = self.scn.split(split)
         self.split = split
 
+    def candidate_parts(self):
+        """P^V_m of this model at every line's saved candidates, for re-mixing the fusion weights
+        (``hafvt.fusion_weights``); the model is the checkpoint's, the candidates the run's."""
+        from hafvt.candidates import load_or_draw
+        from hafvt.fusion_weights import candidate_parts
+
+        cand = load_or_draw(self.scenario_dir, self.split, self.seqs.targets, self.scn.n_x, self.scn.n_y,
+                            self.cfg.n_neg, self.cfg.candidate_seed)
+        return candidate_parts(self.model, self.views, torch.from_numpy(cand).to(self.views.target.device),
+                               self.checkpoint_epoch)
+
     # ------------------------------------------------------------------ data
     def title(self, item: int) -> str:
         if self.catalogue and self.catalogue[item].get("title"):

@@ -6,7 +6,8 @@ import torch
 
 import hafvt.train as train_mod
 from hafvt.config import load_config
-from hafvt.fusion_weights import checkpoint_metrics, load_parts, remix_metrics, remix_scores, target_ranks, weight_grid
+from hafvt.fusion_weights import checkpoint_metrics, remix_metrics, remix_scores, target_ranks, weight_grid
+from hafvt.widgets import Explorer
 from helpers import REPO, tiny_demo
 
 
@@ -23,7 +24,7 @@ def hafvt_run(tmp_path_factory):
 
 def test_remix_at_the_runs_weights_reproduces_its_metrics_exactly(hafvt_run):
     d, out, res = hafvt_run
-    parts = load_parts(d, out)
+    parts = Explorer(d, out).candidate_parts()
     assert parts.epoch == res["last_epoch"] == 2
     assert parts.acting() == ["alpha", "beta", "lambda1", "lambda2"]
     assert remix_metrics(parts) == checkpoint_metrics(out, parts.epoch)
@@ -40,7 +41,7 @@ def test_remix_at_the_runs_weights_reproduces_its_metrics_exactly(hafvt_run):
 
 def test_other_weights_follow_eqs_7_and_10(hafvt_run):
     d, out, _ = hafvt_run
-    parts = load_parts(d, out)
+    parts = Explorer(d, out).candidate_parts()
     # alpha = 1, beta = 0: only the ID modality; lambda1 = lambda2 = 0: only the target's own view
     s = remix_scores(parts, alpha=1.0, beta=0.0, lambda1=0.0, lambda2=0.0)
     own = torch.where(parts.domain[:, None] == 0, parts.probs[("x", "id")], parts.probs[("y", "id")])
@@ -60,4 +61,4 @@ def test_only_hafvt_runs_have_fusion_weights(tmp_path):
     cfg = load_config(REPO / "configs" / "sasrec.yaml", {"epochs": 1, "hidden": 16, "maxlen": 15, "n_neg": 99})
     train_mod.run(d, cfg, tmp_path / "sasrec", progress=False)
     with pytest.raises(ValueError, match="sasrec"):
-        load_parts(d, tmp_path / "sasrec")
+        Explorer(d, tmp_path / "sasrec").candidate_parts()
