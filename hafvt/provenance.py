@@ -228,13 +228,16 @@ NOT_NUMBERS = ("hafvt/provenance.py", "hafvt/commands/provenance.py", "hafvt/viz
 def _changed(recorded: dict, current: dict, record: dict, uses_embeddings: bool = True) -> list[str]:
     """Source files that differ and determine the result's numbers. Every source counts for a result made
     in a notebook. For one made by the command line (``hafvt reproduce``, ``hafvt train``) the notebook
-    sources, the scripts and ``NOT_NUMBERS`` do not, nor ``hafvt/embed/`` when it read no embedding cache."""
+    sources, the scripts and ``NOT_NUMBERS`` do not, nor ``hafvt/embed/`` when it read no embedding cache;
+    of the parameters files only the one it was run with (``parameters_file``) counts."""
     in_notebook = "notebook" in record or str(record.get("command", "")).startswith("make notebooks")
 
     def counts(f: str) -> bool:
         if in_notebook:
             return True
-        return not (f.endswith(".ipynb") or f.startswith("scripts/") or f in NOT_NUMBERS
+        if f.startswith("notebooks/"):
+            return f == record.get("parameters_file")
+        return not (f.startswith("scripts/") or f in NOT_NUMBERS
                     or (f.startswith("hafvt/embed/") and not uses_embeddings))
 
     return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f) and counts(f))

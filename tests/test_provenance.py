@@ -213,3 +213,20 @@ def test_embedding_code_counts_only_for_results_that_read_embeddings(tmp_path):
     rec["sources"]["hafvt/models/hafvt.py"] = "0" * 16  # the model always counts
     f.write_text(json.dumps({"provenance": rec, "rows": [{"row": "id-merged", "seeds_done": 3, "resolved_config": cfg}]}))
     assert [p["changed"] for p in check([f])] == [["hafvt/models/hafvt.py"]]
+
+
+def test_a_cli_table_depends_on_its_own_parameters_file_only(tmp_path):
+    """Retuning the demo's parameters leaves the real-data table current; editing its own file stales it."""
+    rec = provenance.record()
+    rec.update(command="hafvt reproduce build/fk-mini --table 2", parameters_file="notebooks/params/fk-mini.yaml")
+    rec["sources"]["notebooks/params/demo.yaml"] = "0" * 16
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
+    f = tmp_path / "table2.json"
+    f.write_text(json.dumps({"provenance": rec}))
+    assert check([f]) == []
+    rec["sources"]["notebooks/params/fk-mini.yaml"] = "0" * 16
+    f.write_text(json.dumps({"provenance": rec}))
+    assert [p["changed"] for p in check([f])] == [["notebooks/params/fk-mini.yaml"]]
+    del rec["parameters_file"]  # a plain `hafvt train`: no parameters file counts
+    f.write_text(json.dumps({"provenance": rec}))
+    assert check([f]) == []
