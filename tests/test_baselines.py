@@ -135,7 +135,7 @@ def food_kitchen_derived(real_data_dir, tmp_path_factory):
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("name", CROSS_DOMAIN)
+@pytest.mark.parametrize("name", ["c2dsr", *CROSS_DOMAIN])
 def test_cross_domain_baselines_train_on_the_real_food_kitchen_files(food_kitchen_derived, tmp_path, name):
     """One short epoch (small states, last position only): the configs need nothing but the C2DSR files."""
     cfg = load_config(REPO / "configs" / f"{name}.yaml", ["epochs=1", "hidden=16", "n_blocks=1", "train_targets=last", "n_neg=99"])
