@@ -106,13 +106,13 @@ def train_epoch(model, opt, views: Views, cfg: Config, seed: int, epoch: int, de
                 ranks: distributed.Ranks = distributed.Ranks(), ddp=None) -> float:
     """One pass over the shuffled training lines (or its first ``max_steps`` batches); the mean loss.
 
-    ``pad_last`` (default: when compiling on CUDA) pads the last, short batch to the full size.
+    ``pad_last`` (default ``cfg.pad_last_batch``) pads the last, short batch to the full size.
     Over several processes (``ranks``, ``ddp`` = ``distributed.wrap(model)``) each rank trains on
     its slice of every global batch of ``cfg.batch_size`` lines; the loss is the global batches' mean.
     """
     model.train()
     if pad_last is None:
-        pad_last = cfg.compile and device.type == "cuda"
+        pad_last = cfg.pad_last_batch
     rng = _seed_epoch(seed, epoch)
     perm = rng.permutation(len(views))
     perm_dev = torch.from_numpy(perm).to(device)
@@ -196,8 +196,11 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     trainable = getattr(model, "trainable", True)
     opt = make_optimizer(model, cfg, dev) if trainable else None
     if trainable and cfg.compile and dev.type == "cuda":
-        for enc in model.enc.values():
-            enc.compile()
+        if hasattr(model, "compile_encoders"):
+            model.compile_encoders()
+        else:
+            for enc in model.enc.values():
+                enc.compile()
     used = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
     prov = run_provenance(scenario_dir, cfg.to_dict(), cfg.hash(), seed, device, manifest, used)
     if procs.spread:

@@ -16,6 +16,10 @@ Parts (each prints as it finishes; about 5 minutes on an H200, the anchor includ
   anchor  ``--anchor`` (default .bench/anchor_workload.py) in a subprocess; its allpos/compile_bf16
   project Tables 2-4 (every trained row x 3 seeds x 100 epochs) from a few eager steps of each row
 Image/text tables are random unit rows: the cost does not depend on their values.
+``--batched-encoders false,true`` times the train part for both settings of the config key, epochs
+alternating (``by_batched_encoders``, ``batched_over_unbatched_steady``), for example:
+
+    PYTHONPATH=. python scripts/bench_gpu.py --skip clip,anchor,project --batched-encoders false,true --out /tmp/b.json
 """
 from __future__ import annotations
 
@@ -87,30 +91,45 @@ class Timer:
 def build(cfg, scn, dev):
     torch.manual_seed(0)
     model = build_model(cfg, scn, random_tables(cfg, scn.n_items)).to(dev)
-    if cfg.compile and dev.type == "cuda" and hasattr(model, "enc"):
-        for enc in model.enc.values():
-            enc.compile()
+    if cfg.compile and dev.type == "cuda" and hasattr(model, "compile_encoders"):
+        model.compile_encoders()
     return model, make_optimizer(model, cfg, dev)
 
 
 def bench_train(args, dev, timer, scn, views) -> dict:
-    cfg = load_config(REPO / "configs" / "hafvt.yaml", [f"compile={dev.type == 'cuda'}", "amp=true", *args.set])
+    settings = args.batched_encoders.split(",") if args.batched_encoders else [None]
+    cfgs = [load_config(REPO / "configs" / "hafvt.yaml", [f"compile={dev.type == 'cuda'}", "amp=true", *args.set,
+                                                           *([f"batched_encoders={b}"] if b else [])]) for b in settings]
     train = views["train"]
-    model, opt = build(cfg, scn, dev)
+    runs = [build(cfg, scn, dev) for cfg in cfgs]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    first, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 1, dev, False))
-    log(f"train: first epoch {first:.2f} s")
-    steady = []
-    for epoch in range(2, 2 + args.steady_epochs):
-        s, loss = timer(lambda e=epoch: train_epoch(model, opt, train, cfg, 0, e, dev, False))
-        steady.append(round(s, 3))
-        log(f"train: epoch {epoch} {s:.2f} s (loss {loss:.4f})")
+    first, steady = [], [[] for _ in runs]
+    for cfg, (model, opt) in zip(cfgs, runs):
+        s, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 1, dev, False))
+        first.append(s)
+        log(f"train: first epoch {s:.2f} s (batched_encoders={cfg.batched_encoders})")
+    for epoch in range(2, 2 + args.steady_epochs):  # settings alternate epoch by epoch: both see the same machine state
+        for i, (cfg, (model, opt)) in enumerate(zip(cfgs, runs)):
+            s, loss = timer(lambda: train_epoch(model, opt, train, cfg, 0, epoch, dev, False))
+            steady[i].append(round(s, 3))
+            log(f"train: epoch {epoch} {s:.2f} s (loss {loss:.4f}, batched_encoders={cfg.batched_encoders})")
+    cfg, (model, opt) = cfgs[0], runs[0]
     out = {"config": "configs/hafvt.yaml", "amp": cfg.amp, "compile": cfg.compile, "batch_size": cfg.batch_size,
-           "fused_ce": hafvt_model.FUSED_CE, "s_first_epoch": round(first, 3), "s_steady_epochs": steady,
-           "s_per_epoch_steady": round(float(np.median(steady)), 3),
+           "batched_encoders": cfg.batched_encoders, "pad_last_batch": cfg.pad_last_batch,
+           "fused_ce": hafvt_model.FUSED_CE, "s_first_epoch": round(first[0], 3), "s_steady_epochs": steady[0],
+           "s_per_epoch_steady": round(float(np.median(steady[0])), 3),
            "peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None,
            "train_lines": len(train), "items": scn.n_items}
+    if len(runs) > 1:  # --batched-encoders false,true: both settings (peak_gib then covers all the models)
+        out["by_batched_encoders"] = {str(c.batched_encoders).lower(): {
+            "s_first_epoch": round(f, 3), "s_steady_epochs": st, "s_per_epoch_steady": round(float(np.median(st)), 3)}
+            for c, f, st in zip(cfgs, first, steady)}
+        by = out["by_batched_encoders"]
+        if {"true", "false"} <= set(by):
+            out["batched_over_unbatched_steady"] = round(by["true"]["s_per_epoch_steady"] / by["false"]["s_per_epoch_steady"], 3)
+            log(f"train: batched / one after another, steady epoch: {out['batched_over_unbatched_steady']}")
+    del runs[1:]
     # full ranking of the test split (the valid split costs the same per line)
     test = views["test"]
     g = torch.Generator().manual_seed(0)
@@ -260,7 +279,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, clip, anchor, project")
     ap.add_argument("--set", action="append", default=[], help="config overrides for the training runs")
+    ap.add_argument("--batched-encoders", default="", help="train part: time these settings of batched_encoders, epochs "
+                    "alternating, e.g. 'false,true' (the first one is also used for eval; default: the config's)")
+    ap.add_argument("--table-dim", type=int, default=None, help="e of the random image/text tables (default 512, CLIP's; "
+                    "q = e puts all nine encoders in one stack)")
     args = ap.parse_args(argv)
+    global TABLE_DIM
     if args.quick:
         args.size = args.size or "tiny"
         args.steady_epochs = min(args.steady_epochs, 2)
@@ -268,8 +292,9 @@ def main(argv=None) -> int:
         args.row_steps = min(args.row_steps, 2)
         args.clip_images, args.clip_batch, args.clip_iters, args.workers = 16, 8, 1, min(args.workers, 2)
         args.set = ["q=32", *args.set]
-        global TABLE_DIM
         TABLE_DIM = 32
+    if args.table_dim:
+        TABLE_DIM = args.table_dim
     skip = set(filter(None, args.skip.split(",")))
     if args.quick and not args.with_anchor:
         skip.add("anchor")

@@ -7,7 +7,7 @@ The scenario is the generated ``paper``-size demo (Movie-Book's item and sequenc
 image/text tables are random unit rows unless the scenario has an embedding cache: the cost
 does not depend on their values. Each variant times ``--steps`` training steps after warm-up
 and extrapolates to an epoch; ``--full-epochs N`` also times N whole epochs of the last variant
-(the first includes compiling for the smaller last batch; later ones are the steady state).
+(the first includes compiling; ``pad_last_batch`` keeps the last batch's shape, later ones are the steady state).
 A benchmark, not a test: report its figures as ratios to ../shared/bench/anchor_workload.py.
 """
 from __future__ import annotations
@@ -74,8 +74,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(cfg, scn, tables).to(dev)
         if comp and dev.type == "cuda":
-            for enc in model.enc.values():
-                enc.compile()
+            model.compile_encoders()
         opt = make_optimizer(model, cfg, dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

@@ -43,6 +43,7 @@ def split_gradient(model, views, lines: np.ndarray, world_size: int):
 
 @pytest.mark.parametrize("name, over", [
     ("hafvt", {}), ("ifcdsr", {}), ("id-merged", {}), ("id-hier-symmetric", {}), ("hafvt", {"view_softmax": "domain"}),
+    ("hafvt", {"batched_encoders": True}),
     ("gru4rec", {}), ("sasrec", {}), ("srgnn", {}),
 ])
 def test_ranks_scaled_losses_average_to_the_one_process_loss_and_gradient(demo, name, over):
@@ -72,9 +73,10 @@ def test_a_model_without_scaled_loss_is_refused_by_name(demo):
         distributed.check_supported(model, cfg.model)
 
 
-def test_a_rank_left_without_lines_still_backpropagates_a_zero_loss_through_every_parameter(demo):
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_rank_left_without_lines_still_backpropagates_a_zero_loss_through_every_parameter(demo, batched):
     """A short last batch of 1 line over 2 ranks: rank 1 must still join DDP's gradient reduction."""
-    cfg = load_config(REPO / "configs" / "hafvt.yaml", TINY)
+    cfg = load_config(REPO / "configs" / "hafvt.yaml", {**TINY, "batched_encoders": batched})
     scn = read_scenario(demo)
     views = scenario_views(scn, cfg.maxlen, cfg.train_targets == "last")["train"]
     model = build_model(cfg, scn, train_mod.load_tables(demo, cfg)[0]).train()

@@ -1,5 +1,5 @@
-"""The speed paths compute what the plain paths compute: the chunked loss, the padded last batch,
-the one-pass full ranking."""
+"""The speed paths compute what the plain paths compute: the chunked loss, the batched encoders,
+the padded last batch, the one-pass full ranking."""
 import numpy as np
 import pytest
 import torch
@@ -72,8 +72,107 @@ def test_model_loss_uses_the_fused_form_and_matches_the_reference(monkeypatch):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+# the full configuration (ids, images, titles; three views) with q != e (two stacks: id, img+tex) and
+# q = e (one stack of nine), and reduced ones (id + image merged: two encoders; id alone, three views)
+BATCHED_CASES = {"full": {}, "full-one-width": {"q": 6}, "id-img-merged": {"modalities": ["id", "img"], "views": "merged", "alpha": 0.7},
+                 "id-hier-domain-2x2": {"modalities": ["id"], "view_softmax": "domain", "n_blocks": 2, "n_heads": 2},
+                 "no-positions": {"positional": "none"}}
+
+
+def _loss_grads_explain(model, b, counts=None):
+    model.zero_grad(set_to_none=True)
+    loss = model.loss(b, counts)
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters()}, model.explain(b)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("case", BATCHED_CASES)
+def test_batched_encoders_give_the_same_loss_gradients_and_attention(case, mode):
+    """cfg.batched_encoders: the same parameters (same names: checkpoints load either way), loss, gradients, weights."""
+    from test_model import batch, make_model
+
+    out, states = {}, {}
+    for batched in (False, True):
+        model = make_model(batched_encoders=batched, **BATCHED_CASES[case]).train(mode == "train")  # dropout 0
+        states[batched] = model.state_dict()
+        out[batched] = _loss_grads_explain(model, batch())
+    assert states[True].keys() == states[False].keys()
+    for k in states[False]:
+        assert torch.equal(states[True][k], states[False][k]), k
+    (loss0, g0, ex0), (loss1, g1, ex1) = out[False], out[True]
+    torch.testing.assert_close(loss1, loss0, rtol=1e-6, atol=1e-6)
+    assert {n for n, g in g0.items() if g is None} == {n for n, g in g1.items() if g is None}
+    for n in g0:
+        if g0[n] is not None:
+            # float32 rounding, amplified by the temperature (scores / 0.1); float64 agrees to 1e-12 (below)
+            torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
+    assert ex0["attention"].keys() == ex1["attention"].keys()
+    for pair, blocks in ex0["attention"].items():
+        assert len(blocks) == len(ex1["attention"][pair])
+        for w0, w1 in zip(blocks, ex1["attention"][pair]):
+            assert w1.shape == w0.shape
+            torch.testing.assert_close(w1, w0, rtol=1e-5, atol=1e-6)
+    for k in ex0["modality_probs"]:
+        torch.testing.assert_close(ex1["modality_probs"][k], ex0["modality_probs"][k], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ex1["fused"], ex0["fused"], rtol=1e-5, atol=1e-7)
+
+
+def test_stacked_encoders_equal_one_after_another_in_float64():
+    """run_stacked is the K encoders' computation, not an approximation: outputs and every gradient to 1e-12."""
+    from hafvt.config import load_config
+    from hafvt.models.attention import Encoder, run_stacked
+
+    torch.manual_seed(0)
+    cfg = load_config(overrides={"dropout": 0.0, "n_blocks": 2, "n_heads": 2, "maxlen": 5})
+    encs = [Encoder(8, cfg).double() for _ in range(3)]
+    X = torch.randn(3, 2, 5, 8, dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([[[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]], [[0, 0, 1, 2, 3], [0, 0, 0, 0, 1]], [[0, 0, 0, 0, 0], [1, 2, 3, 4, 5]]])
+    G = torch.randn(3, 2, 5, 8, dtype=torch.float64)
+
+    def outputs_and_grads(H):
+        params = [p for e in encs for p in e.parameters()]
+        return [H, *torch.autograd.grad((H * G).sum(), [X, *params])]
+
+    ref = outputs_and_grads(torch.stack([e(X[k], pos[k])[0] for k, e in enumerate(encs)]))
+    got = outputs_and_grads(run_stacked(encs, X, pos)[0])
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_encoders_compile_to_one_graph():
+    """The stacked pass traces without graph breaks (what compile_encoders compiles on CUDA)."""
+    from test_model import batch, make_model
+
+    from hafvt.models.attention import run_stacked
+
+    model, b = make_model(batched_encoders=True, q=6).train(), batch()
+    ref = model.loss(b)
+    model.run_stacked = torch.compile(run_stacked, backend="eager", fullgraph=True)
+    torch.testing.assert_close(model.loss(b), ref)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_padded_batch_gives_the_same_loss_and_gradients(batched):
+    """Lines without targets added to a batch (pad_batch) change neither the loss (a mean over real targets) nor its gradients."""
+    from test_model import batch, make_model
+
+    from hafvt.data.batches import VIEW_INDEX
+    from hafvt.train import pad_batch
+
+    model, b = make_model(batched_encoders=batched).train(), batch()
+    counts = {v: int((b["tgt"][:, VIEW_INDEX[v]] >= 0).sum()) for v in model.views}
+    ref = _loss_grads_explain(model, b, counts)
+    for padded, c in ((pad_batch(b, 5), counts), (pad_batch(b, 5), None)):
+        assert len(padded["seq"]) == 5
+        loss, grads, _ = _loss_grads_explain(model, padded, c)
+        torch.testing.assert_close(loss, ref[0], rtol=1e-6, atol=1e-6)
+        for n, g in grads.items():
+            torch.testing.assert_close(g, ref[1][n], rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+
+
 def test_padded_last_batch_gives_the_same_epoch(tmp_path):
-    """Padding the short last batch (no recompilation when compiled) changes neither loss nor update."""
+    """Padding the short last batch (cfg.pad_last_batch: no recompilation when compiled) changes neither loss nor update."""
     from hafvt.config import load_config
     from hafvt.data.batches import scenario_views
     from hafvt.data.c2dsr import read_scenario
@@ -83,22 +182,57 @@ def test_padded_last_batch_gives_the_same_epoch(tmp_path):
 
     d = tiny_demo(tmp_path)
     scn = read_scenario(d)
-    cfg = load_config(overrides={"q": 16, "batch_size": 48, "dropout": 0.0})
-    train = scenario_views(scn, cfg.maxlen)["train"]
-    assert len(train) % cfg.batch_size, "the last batch must be short for this test"
-    tables = load_tables(d, cfg)[0]
     runs = {}
     for pad in (False, True):
+        cfg = load_config(overrides={"q": 16, "batch_size": 48, "dropout": 0.0, "pad_last_batch": pad})
+        train = scenario_views(scn, cfg.maxlen)["train"]
+        assert len(train) % cfg.batch_size, "the last batch must be short for this test"
         torch.manual_seed(0)
-        model = build_model(cfg, scn, tables)
+        model = build_model(cfg, scn, load_tables(d, cfg)[0])
         opt = make_optimizer(model, cfg, torch.device("cpu"))
-        loss = train_epoch(model, opt, train, cfg, 0, 1, torch.device("cpu"), False, pad_last=pad)
+        loss = train_epoch(model, opt, train, cfg, 0, 1, torch.device("cpu"), False)
         runs[pad] = loss, [p.detach().clone() for p in model.parameters()]
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-6)
     for a, b in zip(runs[True][1], runs[False][1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     b = pad_batch(train.index(torch.arange(5)), 8)
     assert len(b["seq"]) == 8 and (b["tgt"][5:] == -1).all() and torch.equal(b["tgt"][:5], train.tgt[:5])
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_padded_last_batch_compiles_nothing_new(tmp_path, batched):
+    """With pad_last_batch the compiled encoders see one shape all epoch: the short last batch adds no graph."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from hafvt.config import load_config
+    from hafvt.data.batches import scenario_views
+    from hafvt.data.c2dsr import read_scenario
+    from hafvt.models import build_model
+    from hafvt.train import load_tables, make_optimizer, train_epoch
+    from helpers import tiny_demo
+
+    d = tiny_demo(tmp_path)
+    scn = read_scenario(d)
+    graphs = {}
+    for pad in (True,) if batched else (False, True):  # the unpadded control once (its retrace is slow)
+        cfg = load_config(overrides={"q": 16, "batch_size": 48, "pad_last_batch": pad, "batched_encoders": batched})
+        train = scenario_views(scn, cfg.maxlen)["train"]
+        steps = -(-len(train) // cfg.batch_size)
+        assert len(train) % cfg.batch_size, "the last batch must be short for this test"
+        model = build_model(cfg, scn, load_tables(d, cfg)[0])
+        opt = make_optimizer(model, cfg, torch.device("cpu"))
+        torch._dynamo.reset()
+        counters.clear()
+        model.compile_encoders(backend="eager")  # dynamo's graph capture only: what decides recompilation
+        train_epoch(model, opt, train, cfg, 0, 1, torch.device("cpu"), False, max_steps=steps - 1)
+        before = counters["stats"]["unique_graphs"]
+        train_epoch(model, opt, train, cfg, 0, 1, torch.device("cpu"), False)  # the whole epoch: its last batch is short
+        graphs[pad] = before, counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs[True][0] > 0 and graphs[True][1] == graphs[True][0]
+    if not batched:
+        assert graphs[False][1] > graphs[False][0]  # the control: unpadded, the short batch is a new shape
 
 
 def _rank_split_reference(model, views, candidates, n_x, batch_size=256):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hafvt.config import Config, modality_weights
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.models import fused_ce
-from hafvt.models.attention import Encoder
+from hafvt.models.attention import Encoder, run_stacked
 
 # The training loss core: True = the row-chunked fused form (hafvt.models.fused_ce), which never
 # holds the (targets x items) scores; False = ``softmax_nll`` below, the plain reference form.
@@ -89,6 +89,7 @@ class HAFVT(nn.Module):
                 self.register_buffer(f"E_{m}", torch.cat([t, t.new_zeros(1, t.shape[1])]), persistent=False)
                 dims[m] = t.shape[1]
         self.enc = nn.ModuleDict({f"{v}_{m}": Encoder(dims[m], cfg) for v in self.views for m in self.modalities})
+        self.run_stacked = run_stacked  # cfg.batched_encoders: the encoders of one width as one pass
         self.inv_tau = 1.0 / cfg.temperature
         self.softmax_nll = fused_ce.fused_softmax_nll if FUSED_CE else softmax_nll
         if cfg.compile and torch.cuda.is_available():
@@ -106,6 +107,29 @@ class HAFVT(nn.Module):
         i = VIEW_INDEX[v]
         F_seq = self.table(m)[batch["seq"][:, i]]
         return self.enc[f"{v}_{m}"](F_seq, batch["pos"][:, i], need_weights)
+
+    def encode_all(self, batch: dict, pairs: list[tuple[str, str]], need_weights: bool = False) -> dict:
+        """H^V_m = Attention(F^V_m) and the attention weights for every (V, m) of ``pairs``, as ``encode``;
+        with ``cfg.batched_encoders`` the encoders of one width (q for id, e for img and tex) run as one pass."""
+        if not self.cfg.batched_encoders:
+            return {(v, m): self.encode(batch, v, m, need_weights) for v, m in pairs}
+        out = {}
+        for d in dict.fromkeys(self.table(m).shape[1] for _, m in pairs):
+            group = [(v, m) for v, m in pairs if self.table(m).shape[1] == d]
+            F_seq = torch.stack([self.table(m)[batch["seq"][:, VIEW_INDEX[v]]] for v, m in group])
+            pos = torch.stack([batch["pos"][:, VIEW_INDEX[v]] for v, _ in group])
+            H, weights = self.run_stacked([self.enc[f"{v}_{m}"] for v, m in group], F_seq, pos, need_weights)
+            for k, pair in enumerate(group):
+                out[pair] = H[k], [None if w is None else w[k] for w in weights]
+        return out
+
+    def compile_encoders(self, **options) -> None:
+        """torch.compile the encoders (CUDA): each one, or with ``cfg.batched_encoders`` their stacked pass."""
+        if self.cfg.batched_encoders:
+            self.run_stacked = torch.compile(run_stacked, **options)
+        else:
+            for enc in self.enc.values():
+                enc.compile(**options)
 
     def readout(self, H: torch.Tensor, batch: dict, v: str) -> torch.Tensor:
         """h^V_m: the view's last item (or last slot, ``cfg.readout``)."""
@@ -182,8 +206,9 @@ class HAFVT(nn.Module):
                 segments.append((v, rows, tgt[rows]))
         groups = [segments] if self.cfg.view_softmax == "all" else [[seg] for seg in segments]
         weight, total = self.view_weights(), 0.0
+        H = self.encode_all(batch, [(v, m) for group in groups for m in self.modalities for v, *_ in group])
         for group in groups:
-            h = {m: torch.cat([self.encode(batch, v, m)[0].flatten(0, 1)[rows] for v, rows, _ in group]) for m in self.modalities}
+            h = {m: torch.cat([H[v, m][0].flatten(0, 1)[rows] for v, rows, _ in group]) for m in self.modalities}
             log_p = self.view_log_prob(h, group[0][0] if len(group) == 1 else "xy", torch.cat([t for *_, t in group]))
             for (v, rows, _), lp in zip(group, log_p.split([len(rows) for _, rows, _ in group])):
                 view_loss = lp.mean() if sum_scale is None else lp.sum() * sum_scale[v]
@@ -193,14 +218,9 @@ class HAFVT(nn.Module):
     # ------------------------------------------------------------------ evaluation
     def representations(self, batch: dict, need_weights: bool = False):
         """h^V_m for every view and modality (and, if asked, the attention weights)."""
-        h, attn = {}, {}
-        for v in self.views:
-            h[v] = {}
-            for m in self.modalities:
-                H, w = self.encode(batch, v, m, need_weights)
-                h[v][m] = self.readout(H, batch, v)
-                if need_weights:
-                    attn[(v, m)] = w
+        H = self.encode_all(batch, [(v, m) for v in self.views for m in self.modalities], need_weights)
+        h = {v: {m: self.readout(H[v, m][0], batch, v) for m in self.modalities} for v in self.views}
+        attn = {(v, m): H[v, m][1] for v in self.views for m in self.modalities} if need_weights else {}
         return h, attn
 
     @torch.no_grad()
