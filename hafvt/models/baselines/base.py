@@ -38,16 +38,21 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, sum_scale: dict | 
     return F.cross_entropy(logits, target, reduction="sum") * sum_scale["xy"]
 
 
-class NextItemModel(nn.Module, ABC):
-    """Base of the single-sequence baselines (GRU4Rec, SASRec, SR-GNN)."""
+class ItemTableModel(nn.Module):
+    """A baseline with one item table E over |X|+|Y| items (``cfg.hidden`` wide) and the three views."""
 
-    views = ("xy",)
+    views = ("x", "y", "xy")
 
     def __init__(self, cfg: Config, scn: Scenario):
         super().__init__()
-        self.cfg, self.n_x, self.n_items = cfg, scn.n_x, scn.n_items
-        self.d = cfg.hidden
+        self.cfg, self.n_x, self.n_items, self.d = cfg, scn.n_x, scn.n_items, cfg.hidden
         self.E = item_table(self.n_items, self.d)
+
+
+class NextItemModel(ItemTableModel, ABC):
+    """Base of the single-sequence baselines (GRU4Rec, SASRec, SR-GNN)."""
+
+    views = ("xy",)
 
     @abstractmethod
     def hidden_states(self, batch: dict) -> torch.Tensor:

@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
-from hafvt.models.baselines.base import item_table
+from hafvt.models.baselines.base import ItemTableModel
 
 SWITCH_WEIGHT = 1.0  # weight of the switch loss (the authors' code: 1)
 NEG = -1e9  # a finite "minus infinity" for masked log-probabilities (keeps gradients finite)
@@ -185,14 +185,10 @@ def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 # --------------------------------------------------------------------------- the model
 
 
-class MIFN(nn.Module):
-    views = ("x", "y", "xy")
-
+class MIFN(ItemTableModel):
     def __init__(self, cfg: Config, scn: Scenario):
-        super().__init__()
-        self.cfg, self.n_x, self.n_items, self.d = cfg, scn.n_x, scn.n_items, cfg.hidden
+        super().__init__(cfg, scn)
         d = self.d
-        self.E = item_table(self.n_items, d)
         self.drop = nn.Dropout(cfg.dropout)
         # behavioural flow: encoders, BTU filter and transfer per domain
         self.enc = nn.ModuleDict({v: MaskedGRU(d, d) for v in ("x", "y")})

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
-from hafvt.models.baselines.base import item_table
+from hafvt.models.baselines.base import ItemTableModel
 
 DOMAINS = ("x", "y")
 OTHER = {"x": "y", "y": "x"}
@@ -106,14 +106,12 @@ class Join(nn.Module):
         return (a.to(keys.dtype) @ keys) * allowed.any(-1, keepdim=True)  # no part yet: 0
 
 
-class PSJNet(nn.Module):
+class PSJNet(ItemTableModel):
     views = DOMAINS  # reads S^X and S^Y (aligned on the mixed time line)
 
     def __init__(self, cfg: Config, scn: Scenario):
-        super().__init__()
-        self.cfg, self.n_x, self.n_items, self.d, self.K = cfg, scn.n_x, scn.n_items, cfg.hidden, cfg.psjnet_k
-        d = self.d
-        self.E = item_table(self.n_items, d)
+        super().__init__(cfg, scn)
+        d, self.K = self.d, cfg.psjnet_k
         self.drop = nn.Dropout(cfg.dropout)
         self.enc = nn.ModuleDict({D: nn.GRUCell(d, d) for D in DOMAINS})  # parallel encoders GRU_X, GRU_Y
         self.split = nn.ModuleDict({D: Split(d, self.K) for D in DOMAINS})  # split["x"]: Y -> X

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.data.c2dsr import Scenario
-from hafvt.models.baselines.base import item_table
+from hafvt.models.baselines.base import ItemTableModel
 from hafvt.models.attention import Encoder
 
 TCA_WIDTHS = (80, 40)  # hidden widths of the TCA scoring MLP (DIN's, as in the public code)
@@ -90,14 +90,10 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor) -> torch.Tens
     return (F.cross_entropy(sim, pos, reduction="none") * w).sum() / w.sum().clamp(min=1.0)
 
 
-class TriCDR(nn.Module):
-    views = ("x", "y", "xy")
-
+class TriCDR(ItemTableModel):
     def __init__(self, cfg: Config, scn: Scenario):
-        super().__init__()
-        self.cfg, self.n_x, self.n_items, self.d = cfg, scn.n_x, scn.n_items, cfg.hidden
+        super().__init__(cfg, scn)
         d = self.d
-        self.E = item_table(self.n_items, d)
         self.enc = nn.ModuleDict({v: Encoder(d, cfg) for v in self.views})
         # TCA: MLP([h_j; q; h_j*q; q-h_j; m_bar]); its first layer is applied block by block (tca())
         a1, a2 = TCA_WIDTHS
