@@ -79,6 +79,13 @@ def load_tables(paths) -> list[dict]:
     return out
 
 
+def committed_datasets(results: str | Path) -> dict[str, list[Path]]:
+    """Every committed results folder that holds tables (``results/<name>/table*.json``), by folder name:
+    the evidence a reader's own committed scenario adds to the verdict without a code change."""
+    results = Path(results)
+    return {p.name: [p] for p in sorted(results.iterdir()) if p.is_dir() and any(p.glob("table*.json"))} if results.is_dir() else {}
+
+
 def _pick(table: dict, name: str, d: str, exclude: str) -> dict | None:
     rows = [r for r in table["rows"] if r["seeds_done"] and r["row"] != exclude]
     if name == BEST_BASELINE:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, evidence, quoted_gain, verdict
+from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, committed_datasets, evidence, quoted_gain, verdict
 
 
 def row(name, values_x, values_y=None, role="proposed", count_based=False):
@@ -62,3 +62,17 @@ def test_every_claim_has_a_row_per_dataset_and_quoted_gains(tmp_path):
     img = rows[0]
     assert img["evidence"]["demo"]["X"]["mean"] == 1 and img["evidence"]["none"]["X"]["verdict"] == "not tested"
     assert img["quoted_gain_x"] == pytest.approx(6.01 - 5.41, abs=0.5) and quoted_gain(CLAIMS[3]) is None
+
+
+def test_every_committed_results_folder_with_tables_is_a_data_set(tmp_path):
+    """A scenario a reader commits under results/ joins the verdict; folders without tables do not."""
+    for name, rows in (("mine", [row("id-merged", [1, 2, 3]), row("id-hier", [2, 3, 5])]), ("other", [row("id-merged", [1, 1])])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "table4.json").write_text(json.dumps(table(4, rows)))
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "bench.json").write_text("{}")
+    found = committed_datasets(tmp_path)
+    assert found == {"mine": [tmp_path / "mine"], "other": [tmp_path / "other"]}
+    hier = next(r for r in verdict(found) if r["compares"].startswith("id-hier"))
+    assert hier["evidence"]["mine"]["X"]["per_seed"] == [1, 1, 2] and hier["evidence"]["other"]["X"]["verdict"] == "not tested"
+    assert committed_datasets(tmp_path / "absent") == {}
