@@ -24,6 +24,7 @@ def _f(default, source: str, reason: str):
 
 
 MODALITIES = ("id", "img", "tex")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile modes
 VIEWS = ("x", "y", "xy")
 
 
@@ -65,6 +66,7 @@ class Config:
     patience: int = _f(4, "choice", "Stop after this many evaluations in which neither domain's validation MRR improved, and keep each domain's best (0 = train all epochs). The papers train 100 epochs and report the best validation epoch; patience selects the same epoch unless the curve recovers later, and lets a table set a generous epoch budget so that no row is reported while its curve still rises.")
     amp: bool = _f(True, "choice", "bf16 autocast on CUDA (ignored on CPU).")
     compile: bool = _f(False, "choice", "torch.compile the encoders (CUDA only).")
+    compile_mode: str = _f("default", "choice", "torch.compile's mode for the encoders when compile is on: 'default', 'reduce-overhead' (CUDA graphs: one replay instead of a launch per kernel; needs the fixed shapes that pad_last_batch gives), 'max-autotune' or 'max-autotune-no-cudagraphs'. Speed only: the same numbers up to float rounding.")
     pad_last_batch: bool = _f(True, "choice", "The last, short training batch of an epoch is filled up to batch_size with lines that hold no target: its loss and gradients are the short batch's (the loss averages over real targets) and a compiled model sees one shape all epoch (no recompilation). With dropout the masks are drawn over the padded batch, so the draws differ from an unpadded run's. Every training line counts either way.")
     batched_encoders: bool = _f(False, "choice", "Run the view x modality encoders of one width (HAF-VT's nine when q = e) as one batched pass, their parameters stacked (hafvt.models.attention.run_stacked), instead of one after another. The same numbers up to float rounding (tests compare loss, gradients and attention weights); with dropout the masks are drawn in another order. Off by default: on the 2-core CPU an epoch took 1.06-1.09x as long batched (demo, q = e = 64); on a GPU it saves kernel launches (README, Speed).")
     # --- evaluation
@@ -91,7 +93,7 @@ class Config:
         for key, allowed in (("views", ("merged", "hierarchical")), ("loss_form", ("paper", "symmetric")),
                              ("view_softmax", ("all", "domain")), ("readout", ("last_item", "last_slot")),
                              ("positional", ("learned", "none")), ("train_targets", ("all_positions", "last")),
-                             ("tie", ("target", "average", "against"))):
+                             ("tie", ("target", "average", "against")), ("compile_mode", COMPILE_MODES)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.model == "hafvt":

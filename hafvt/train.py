@@ -87,6 +87,16 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def compile_model(model, cfg: Config) -> None:
+    """torch.compile the model's encoders in ``cfg.compile_mode`` (each one, or their stacked pass)."""
+    options = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
+    if hasattr(model, "compile_encoders"):
+        model.compile_encoders(**options)
+    else:
+        for enc in model.enc.values():
+            enc.compile(**options)
+
+
 def pad_batch(batch: dict, size: int) -> dict:
     """Fill a short batch up to ``size`` rows with copies of its first row that hold no target.
 
@@ -196,11 +206,7 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     trainable = getattr(model, "trainable", True)
     opt = make_optimizer(model, cfg, dev) if trainable else None
     if trainable and cfg.compile and dev.type == "cuda":
-        if hasattr(model, "compile_encoders"):
-            model.compile_encoders()
-        else:
-            for enc in model.enc.values():
-                enc.compile()
+        compile_model(model, cfg)
     used = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
     prov = run_provenance(scenario_dir, cfg.to_dict(), cfg.hash(), seed, device, manifest, used)
     if procs.spread:

@@ -16,10 +16,12 @@ Parts (each prints as it finishes; about 5 minutes on an H200, the anchor includ
   anchor  ``--anchor`` (default .bench/anchor_workload.py) in a subprocess; its allpos/compile_bf16
   project Tables 2-4 (every trained row x 3 seeds x 100 epochs) from a few eager steps of each row
 Image/text tables are random unit rows: the cost does not depend on their values.
-``--batched-encoders false,true`` times the train part for both settings of the config key, epochs
-alternating (``by_batched_encoders``, ``batched_over_unbatched_steady``), for example:
+``--variants`` times the train part for several sets of config overrides, epochs alternating
+(``by_variant``, each variant's steady epoch over the first's, and its ratio to the yardstick), e.g.
+the speed-only keys batched_encoders and compile_mode (reduce-overhead = CUDA graphs):
 
-    PYTHONPATH=. python scripts/bench_gpu.py --skip clip,anchor,project --batched-encoders false,true --out /tmp/b.json
+    PYTHONPATH=. python scripts/bench_gpu.py --skip clip,anchor,project \
+        --variants "batched_encoders=false;batched_encoders=true;compile_mode=reduce-overhead" --out /tmp/b.json
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ from hafvt.data.demo import write_demo  # noqa: E402
 from hafvt.models import build_model, needs_tables  # noqa: E402
 from hafvt.io import atomic_write_json  # noqa: E402
 from hafvt.provenance import record  # noqa: E402
-from hafvt.train import make_optimizer, rank_split, train_epoch  # noqa: E402
+from hafvt.train import compile_model, make_optimizer, rank_split, train_epoch  # noqa: E402
 
 T0 = time.perf_counter()
 TABLE_ROWS = ["hafvt", "ifcdsr", "id-txt-hier", "id-merged", "id-img-merged", "id-txt-merged",
@@ -91,44 +93,45 @@ class Timer:
 def build(cfg, scn, dev):
     torch.manual_seed(0)
     model = build_model(cfg, scn, random_tables(cfg, scn.n_items)).to(dev)
-    if cfg.compile and dev.type == "cuda" and hasattr(model, "compile_encoders"):
-        model.compile_encoders()
+    if cfg.compile and dev.type == "cuda":
+        compile_model(model, cfg)
     return model, make_optimizer(model, cfg, dev)
 
 
 def bench_train(args, dev, timer, scn, views) -> dict:
-    settings = args.batched_encoders.split(",") if args.batched_encoders else [None]
-    cfgs = [load_config(REPO / "configs" / "hafvt.yaml", [f"compile={dev.type == 'cuda'}", "amp=true", *args.set,
-                                                           *([f"batched_encoders={b}"] if b else [])]) for b in settings]
+    variants = parse_variants(args.variants)
+    cfgs = [load_config(REPO / "configs" / "hafvt.yaml", [f"compile={dev.type == 'cuda'}", "amp=true", *args.set, *v])
+            for v in variants.values()]
+    labels = list(variants)
     train = views["train"]
     runs = [build(cfg, scn, dev) for cfg in cfgs]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     first, steady = [], [[] for _ in runs]
-    for cfg, (model, opt) in zip(cfgs, runs):
+    for label, cfg, (model, opt) in zip(labels, cfgs, runs):
         s, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 1, dev, False))
         first.append(s)
-        log(f"train: first epoch {s:.2f} s (batched_encoders={cfg.batched_encoders})")
-    for epoch in range(2, 2 + args.steady_epochs):  # settings alternate epoch by epoch: both see the same machine state
-        for i, (cfg, (model, opt)) in enumerate(zip(cfgs, runs)):
+        log(f"train: first epoch {s:.2f} s ({label})")
+    for epoch in range(2, 2 + args.steady_epochs):  # variants alternate epoch by epoch: all see the same machine state
+        for i, (label, cfg, (model, opt)) in enumerate(zip(labels, cfgs, runs)):
             s, loss = timer(lambda: train_epoch(model, opt, train, cfg, 0, epoch, dev, False))
             steady[i].append(round(s, 3))
-            log(f"train: epoch {epoch} {s:.2f} s (loss {loss:.4f}, batched_encoders={cfg.batched_encoders})")
+            log(f"train: epoch {epoch} {s:.2f} s (loss {loss:.4f}, {label})")
     cfg, (model, opt) = cfgs[0], runs[0]
     out = {"config": "configs/hafvt.yaml", "amp": cfg.amp, "compile": cfg.compile, "batch_size": cfg.batch_size,
-           "batched_encoders": cfg.batched_encoders, "pad_last_batch": cfg.pad_last_batch,
+           "batched_encoders": cfg.batched_encoders, "compile_mode": cfg.compile_mode, "pad_last_batch": cfg.pad_last_batch,
            "fused_ce": hafvt_model.FUSED_CE, "s_first_epoch": round(first[0], 3), "s_steady_epochs": steady[0],
            "s_per_epoch_steady": round(float(np.median(steady[0])), 3),
            "peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None,
            "train_lines": len(train), "items": scn.n_items}
-    if len(runs) > 1:  # --batched-encoders false,true: both settings (peak_gib then covers all the models)
-        out["by_batched_encoders"] = {str(c.batched_encoders).lower(): {
-            "s_first_epoch": round(f, 3), "s_steady_epochs": st, "s_per_epoch_steady": round(float(np.median(st)), 3)}
-            for c, f, st in zip(cfgs, first, steady)}
-        by = out["by_batched_encoders"]
-        if {"true", "false"} <= set(by):
-            out["batched_over_unbatched_steady"] = round(by["true"]["s_per_epoch_steady"] / by["false"]["s_per_epoch_steady"], 3)
-            log(f"train: batched / one after another, steady epoch: {out['batched_over_unbatched_steady']}")
+    if len(runs) > 1:  # --variants: the first is ``ours``; peak_gib then covers all the models
+        base = float(np.median(steady[0]))
+        out["by_variant"] = {label: {
+            "overrides": variants[label], "s_first_epoch": round(f, 3), "s_steady_epochs": st,
+            "s_per_epoch_steady": round(float(np.median(st)), 3), "steady_over_first_variant": round(float(np.median(st)) / base, 3)}
+            for label, f, st in zip(labels, first, steady)}
+        log("train: steady epoch over the first variant's: "
+            + ", ".join(f"{k} {v['steady_over_first_variant']}" for k, v in out["by_variant"].items()))
     del runs[1:]
     # full ranking of the test split (the valid split costs the same per line)
     test = views["test"]
@@ -151,6 +154,12 @@ def bench_train(args, dev, timer, scn, views) -> dict:
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def parse_variants(text: str) -> dict[str, list[str]]:
+    """'a=1,b=2;c=3' -> {'a=1,b=2': ['a=1', 'b=2'], 'c=3': ['c=3']}; '' -> the config as it is."""
+    sets = [v.strip() for v in text.split(";") if v.strip()] if text else []
+    return {v: [o.strip() for o in v.split(",") if o.strip()] for v in sets} or {"config": []}
 
 
 def steps_per_epoch(cfg, scn, train, dev, timer, steps: int, warm: int) -> dict:
@@ -279,8 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, clip, anchor, project")
     ap.add_argument("--set", action="append", default=[], help="config overrides for the training runs")
-    ap.add_argument("--batched-encoders", default="", help="train part: time these settings of batched_encoders, epochs "
-                    "alternating, e.g. 'false,true' (the first one is also used for eval; default: the config's)")
+    ap.add_argument("--variants", default="", help="train part: time these sets of config overrides, epochs alternating: "
+                    "';' between sets, ',' within one, e.g. 'batched_encoders=false;compile_mode=reduce-overhead' "
+                    "(the first is also used for eval and the ratio; default: the config as it is)")
     ap.add_argument("--table-dim", type=int, default=None, help="e of the random image/text tables (default 512, CLIP's; "
                     "q = e puts all nine encoders in one stack)")
     args = ap.parse_args(argv)
@@ -337,6 +347,8 @@ def main(argv=None) -> int:
     a = anchor.get("allpos_compile_bf16_s_per_epoch")
     s = ours.get("s_per_epoch_steady")
     report["ratio"] = round(s / a, 3) if a and s else None
+    if a and "by_variant" in ours:
+        report["ratio_by_variant"] = {k: round(v["s_per_epoch_steady"] / a, 3) for k, v in ours["by_variant"].items()}
     report["first_over_steady"] = round(ours["s_first_epoch"] / s, 3) if s else None
     report["seconds"] = round(time.perf_counter() - T0, 1)
     atomic_write_json(args.out, report)

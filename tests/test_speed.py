@@ -296,3 +296,26 @@ def test_one_pass_full_ranking_equals_the_reference_with_ties(tmp_path):
     assert (ref[("full", "average")] != ref[("full", "target")]).mean() > 0.9  # the tied case has ties
     got = rank_split(_TiedScores(scn.n_items), test, cands, scn.n_x, batch_size=7)  # uneven batches
     assert (got[("full", "target")] >= 1).all() and len(got[("full", "target")]) == len(test)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compile_mode_reaches_torch_compile_and_is_checked(monkeypatch, batched, mode):
+    """cfg.compile_mode (reduce-overhead = CUDA graphs) is what torch.compile gets for every encoder pass;
+    the model still computes the same loss afterwards (the spy returns the function uncompiled)."""
+    from test_model import batch, make_model
+
+    from hafvt.config import load_config
+    from hafvt.train import compile_model
+
+    model, b = make_model(batched_encoders=batched, q=6, compile_mode=mode).train(), batch()  # dropout 0
+    before = model.loss(b).item()
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    compile_model(model, model.cfg)
+    assert calls and all(kw == ({} if mode == "default" else {"mode": mode}) for kw in calls)
+    assert len(calls) == (1 if batched else len(model.enc))
+    after = model.loss(b).item()
+    assert after == pytest.approx(before)
+    with pytest.raises(ValueError, match="compile_mode"):
+        load_config(overrides={"compile_mode": "fast"})
