@@ -95,3 +95,21 @@ def test_training_protocol_says_which_grid_and_budget_each_data_set_used():
                            "the other rows at lr 0.001, L2 1e-05")
     assert text.endswith("still rising at the last epoch: id-hier")
     assert training_protocol([table(2, [row("popularity", [1], role="baseline", count_based=True)])]) == "no trained row"
+
+
+def test_the_pages_sentences_use_the_verdict_rule():
+    """book.gain_finding words a comparison as the verdict page does: a mean gain larger than either row's
+    spread over seeds is still 'inconclusive' when the paired 95% interval contains zero, and 'agrees'
+    only when the interval lies above zero."""
+    from hafvt.book import gain_finding
+
+    t = table(2, [row("id-hier", [4.0, 6.0], [5.0, 5.2]), row("id-merged", [3.0, 3.1], [4.0, 4.1])])
+    for r in t["rows"]:
+        r["quoted"] = None
+    text = gain_finding(t, "id-hier", "id-merged", "hier", "merged")
+    x, y = text.split("Here, in domain ")[1:]
+    e = evidence(Claim("c", "id-hier", "id-merged", 2, None, ""), [t])
+    assert e["X"]["verdict"] == "inconclusive" and "**inconclusive**" in x and f"{e['X']['ci95'][0]:+.2f}" in x
+    assert e["Y"]["verdict"] == "supports" and "**agrees with the paper's claim**" in y
+    below = gain_finding(t, "id-merged", "id-hier", "merged", "hier", claim=False)
+    assert "puts it **below** hier" in below and "**inconclusive**" in below
