@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -203,9 +204,13 @@ def publish_tables(tables_dir: str | Path, tables, dest: str | Path | None) -> l
 
 
 def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str, claim: bool = True) -> str:
-    """One sentence per domain comparing ``row`` with ``base`` in a table (sampled MRR, mean over seeds)
-    with the papers' quoted gain, saying in words whether our numbers agree with the paper's claim
-    (``claim=False``: a comparison the papers do not make; the words then only say above or below)."""
+    """One sentence per domain comparing ``row`` with ``base`` in a table (sampled MRR), with the papers'
+    quoted gain, saying in words whether our numbers agree with the paper's claim (``claim=False``: a
+    comparison the papers do not make; the words then only say above or below). The rule and the
+    numbers are the verdict page's (``verdict.evidence``: per-seed differences, 95% interval over seeds),
+    so a comparison reads the same on every page."""
+    from hafvt import verdict
+
     done = {r["row"]: r for r in table["rows"] if r["seeds_done"]}
     if row not in done or base not in done:
         return f"*{row_name} or {base_name} did not run on this data; no comparison.*"
@@ -214,18 +219,17 @@ def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str
     if None not in quoted.values():
         out.append(f"In the paper {row_name} scores {quoted[row] - quoted[base]:+.2f} MRR points against {base_name} "
                    f"on {table['domains']['X']} (*quoted*).")
+    ev = verdict.evidence(verdict.Claim("", row, base, table["table"], None, ""), [table])
     for d in ("X", "Y"):
-        a, b = (done[r]["metrics"]["sampled"][d]["mrr"] for r in (row, base))
-        gain, noise = a["mean"] - b["mean"], max(a["std"], b["std"])
-        if claim:
-            verdict = ("**agrees with the paper's claim**" if gain > noise else
-                       "**contradicts the paper's claim**" if gain < -noise else
-                       "is **within the seed-to-seed spread** (no evidence either way)")
-        else:
-            verdict = (f"puts it **above** {base_name}" if gain > noise else f"puts it **below** {base_name}" if gain < -noise
-                       else "is **within the seed-to-seed spread**")
-        out.append(f"Here, in domain {d} ({table['label']}), it scores {gain:+.2f} points (mean over "
-                   f"{done[row]['seeds_done']} seeds; the larger std of the two rows is {noise:.2f}): this {verdict}.")
+        e = ev[d]
+        words = {"supports": "**agrees with the paper's claim**" if claim else f"puts it **above** {base_name}",
+                 "contradicts": "**contradicts the paper's claim**" if claim else f"puts it **below** {base_name}",
+                 "inconclusive": "is **inconclusive**: the interval contains zero" + (" (no evidence either way)" if claim else "")}
+        interval = ("one seed, no interval" if not math.isfinite(e["ci95"][0]) else
+                    f"95% interval over seeds [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}]")
+        rising = f"; {', '.join(e['still_rising'])} still rising at the last epoch" if e["still_rising"] else ""
+        out.append(f"Here, in domain {d} ({table['label']}), it scores {e['mean']:+.2f} points (mean of the per-seed "
+                   f"differences over {e['seeds']} seeds; {interval}{rising}): this {words[e['verdict']]}.")
     return " ".join(out)
 
 

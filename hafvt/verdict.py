@@ -86,6 +86,26 @@ def committed_datasets(results: str | Path) -> dict[str, list[Path]]:
     return {p.name: [p] for p in sorted(results.iterdir()) if p.is_dir() and any(p.glob("table*.json"))} if results.is_dir() else {}
 
 
+def training_protocol(tables: list[dict]) -> str:
+    """How a data set's trained rows got lr, L2 and their epoch budget, in words (from the tables' JSON)."""
+    trained = [r for t in tables for r in t["rows"] if r["seeds_done"] and not r["count_based"] and r.get("resolved_config")]
+    if not trained:
+        return "no trained row"
+    searched = sorted({row for t in tables if (t.get("grid") or {}).get("searched") == "paper" for row in t["grid"].get("rows") or {}})
+    fixed = sorted({(r["resolved_config"]["lr"], r["resolved_config"]["l2"]) for r in trained if r["row"] not in searched})
+    parts = []
+    if searched:
+        parts.append(f"lr and L2 searched over the papers' grid for {len(searched)} row{'s' * (len(searched) != 1)} (seed 0, chosen on validation)")
+    if fixed:
+        pts = ", ".join(f"lr {a:g}, L2 {b:g}" for a, b in fixed)
+        parts.append(f"{'the other rows' if searched else 'every trained row'} at {pts} (the papers' grid not searched)")
+    budget = sorted({(r["resolved_config"]["epochs"], r["resolved_config"].get("patience", 0)) for r in trained})
+    parts.append("; ".join(f"at most {e} epochs" + (f", stopping {p} evaluations after the best" if p else "") for e, p in budget))
+    rising = sorted({r["row"] for r in trained if any((r.get("still_rising") or {}).values())})
+    parts.append(f"still rising at the last epoch: {', '.join(rising)}" if rising else "no row still rising at its last epoch")
+    return "; ".join(parts)
+
+
 def _pick(table: dict, name: str, d: str, exclude: str) -> dict | None:
     rows = [r for r in table["rows"] if r["seeds_done"] and r["row"] != exclude]
     if name == BEST_BASELINE:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, committed_datasets, evidence, quoted_gain, verdict
+from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, committed_datasets, evidence, quoted_gain, training_protocol, verdict
 
 
 def row(name, values_x, values_y=None, role="proposed", count_based=False):
@@ -76,3 +76,40 @@ def test_every_committed_results_folder_with_tables_is_a_data_set(tmp_path):
     hier = next(r for r in verdict(found) if r["compares"].startswith("id-hier"))
     assert hier["evidence"]["mine"]["X"]["per_seed"] == [1, 1, 2] and hier["evidence"]["other"]["X"]["verdict"] == "not tested"
     assert committed_datasets(tmp_path / "absent") == {}
+
+
+def test_training_protocol_says_which_grid_and_budget_each_data_set_used():
+    def trained(name, lr, l2, rising=False):
+        r = row(name, [1, 2], role="baseline")
+        r["resolved_config"] = {"lr": lr, "l2": l2, "epochs": 20, "patience": 3}
+        r["still_rising"] = {"X": int(rising), "Y": 0}
+        return r
+
+    fixed = table(2, [row("popularity", [1, 1], role="baseline", count_based=True), trained("id-merged", 1e-3, 1e-5)])
+    assert training_protocol([fixed]) == ("every trained row at lr 0.001, L2 1e-05 (the papers' grid not searched); at most "
+                                          "20 epochs, stopping 3 evaluations after the best; no row still rising at its last epoch")
+    searched = table(4, [trained("id-merged", 5e-4, 1e-4), trained("id-hier", 1e-3, 1e-5, rising=True)])
+    searched["grid"] = {"searched": "paper", "rows": {"id-merged": {"selected": {"lr": 5e-4, "l2": 1e-4}}}}
+    text = training_protocol([searched])
+    assert text.startswith("lr and L2 searched over the papers' grid for 1 row (seed 0, chosen on validation); "
+                           "the other rows at lr 0.001, L2 1e-05")
+    assert text.endswith("still rising at the last epoch: id-hier")
+    assert training_protocol([table(2, [row("popularity", [1], role="baseline", count_based=True)])]) == "no trained row"
+
+
+def test_the_pages_sentences_use_the_verdict_rule():
+    """book.gain_finding words a comparison as the verdict page does: a mean gain larger than either row's
+    spread over seeds is still 'inconclusive' when the paired 95% interval contains zero, and 'agrees'
+    only when the interval lies above zero."""
+    from hafvt.book import gain_finding
+
+    t = table(2, [row("id-hier", [4.0, 6.0], [5.0, 5.2]), row("id-merged", [3.0, 3.1], [4.0, 4.1])])
+    for r in t["rows"]:
+        r["quoted"] = None
+    text = gain_finding(t, "id-hier", "id-merged", "hier", "merged")
+    x, y = text.split("Here, in domain ")[1:]
+    e = evidence(Claim("c", "id-hier", "id-merged", 2, None, ""), [t])
+    assert e["X"]["verdict"] == "inconclusive" and "**inconclusive**" in x and f"{e['X']['ci95'][0]:+.2f}" in x
+    assert e["Y"]["verdict"] == "supports" and "**agrees with the paper's claim**" in y
+    below = gain_finding(t, "id-merged", "id-hier", "merged", "hier", claim=False)
+    assert "puts it **below** hier" in below and "**inconclusive**" in below
