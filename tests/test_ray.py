@@ -96,7 +96,7 @@ def test_a_killed_worker_is_retried_and_the_table_completes(local_ray, in_proces
             killed = workers[0]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.02)
-    t.join(timeout=120)
+    t.join(timeout=600)  # generous: a loaded 2-core machine took over 120 s to retry and finish
     assert killed is not None, "no run in progress was seen to kill"
     assert rc == [0]
     assert per_seed(out) == per_seed(local)
