@@ -63,10 +63,10 @@ def source_files(root: Path = REPO) -> list[str]:
     return sorted(found)
 
 
-def file_digest(path: Path) -> str:
-    """sha256 (16 hex) of a source file; for a notebook, of its cells' types and sources only, so that
-    saving it in JupyterLab (metadata, execution counts, outputs) does not change it."""
-    data = path.read_bytes()
+def file_digest(path: Path, data: bytes | None = None) -> str:
+    """sha256 (16 hex) of a source file (``data``: its bytes, if read elsewhere); for a notebook, of its
+    cells' types and sources only, so that saving it in JupyterLab (metadata, outputs) does not change it."""
+    data = path.read_bytes() if data is None else data
     if path.suffix == ".ipynb":
         cells = json.loads(data)["cells"]
         data = json.dumps([[c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]]
@@ -88,6 +88,23 @@ def source_hash(root: Path = REPO) -> str:
 
 def _git(*args, root: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+
+
+def manifest_at(commit: str, root: Path = REPO) -> dict[str, str] | None:
+    """The source manifest of a commit, read from git; None where git does not have the commit."""
+    tree = _git("ls-tree", "-r", "--name-only", f"{commit}^{{commit}}", root=root)
+    if tree.returncode != 0:
+        return None
+    names = [n for n in tree.stdout.splitlines() if _is_source(n)]
+    blobs = subprocess.run(["git", "cat-file", "--batch"], cwd=root, capture_output=True, timeout=60,
+                           input="".join(f"{commit}:{n}\n" for n in names).encode()).stdout
+    out, pos = {}, 0
+    for n in names:  # each answer: "<sha> blob <size>\n<bytes>\n"
+        head_end = blobs.index(b"\n", pos)
+        size = int(blobs[pos:head_end].split()[2])
+        out[n] = file_digest(Path(n), blobs[head_end + 1:head_end + 1 + size])
+        pos = head_end + 2 + size
+    return out
 
 
 def git_commit(root: Path = REPO) -> dict:
@@ -265,6 +282,7 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
     """
     current = source_manifest(root)
     now = manifest_hash(current)
+    at_commit: dict[str, dict | None] = {}  # commit -> its source manifest (None: not in this clone)
     files = []
     for p in [Path(x) for x in (paths or [root / r for r in RESULTS])]:
         p = p if p.is_absolute() else root / p
@@ -297,10 +315,20 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
             if missing:
                 problems.append({"file": rel, "problem": f"provenance lacks {', '.join(missing)}", "changed": []})
+                continue
             elif r["source_hash"] != now and r.get("kind") != "benchmark" and _changed(r["sources"], current, r, uses):
                 problems.append({"file": rel, "problem": f"stale: made by sources {r['source_hash']} at commit "
                                  f"{str(r['commit'])[:10]}, current sources are {now}",
                                  "changed": _changed(r["sources"], current, r, uses)})
+            if r["commit"] and r.get("dirty") is not True:  # a clean record must hold its commit's sources
+                if r["commit"] not in at_commit:
+                    at_commit[r["commit"]] = manifest_at(r["commit"], root)
+                theirs = at_commit[r["commit"]]
+                differ = sorted(k for k in set(theirs or {}) | set(r["sources"]) if (theirs or {}).get(k) != r["sources"].get(k))
+                if theirs is not None and differ:
+                    problems.append({"file": rel, "problem": f"records commit {r['commit'][:10]} (not dirty) but its "
+                                     f"sources {r['source_hash']} are not that commit's {manifest_hash(theirs)}",
+                                     "changed": differ})
     return problems
 
 

@@ -291,6 +291,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="", help="train part: time these sets of config overrides, epochs alternating: "
                     "';' between sets, ',' within one, e.g. 'batched_encoders=false;compile_mode=reduce-overhead' "
                     "(the first is also used for eval and the ratio; default: the config as it is)")
+    ap.add_argument("--compile-cache", choices=("fresh", "shared"), default="fresh",
+                    help="fresh: an empty inductor/Triton cache, so the first epoch includes compilation as on a new "
+                    "machine; shared: the machine's cache (a first epoch after an earlier compile)")
     ap.add_argument("--table-dim", type=int, default=None, help="e of the random image/text tables (default 512, CLIP's; "
                     "q = e puts all nine encoders in one stack)")
     args = ap.parse_args(argv)
@@ -313,11 +316,15 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     else:
         torch.set_flush_denormal(True)  # as hafvt.train.run does on CPU
+    cache = tempfile.TemporaryDirectory(prefix="bench_gpu_cache_") if args.compile_cache == "fresh" else None
+    if cache:  # read when compiling, so set before anything compiles (the anchor's subprocess inherits it)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TRITON_CACHE_DIR"] = cache.name
     timer = Timer(dev)
     prov = record(str(dev), kind="benchmark")  # a dated measurement of these sources (hafvt provenance check)
     report = {"commit": prov["commit"], "dirty": prov["dirty"], "source_hash": prov["source_hash"],
               "device_name": prov["device"], "torch": torch.__version__, "python": platform.python_version(),
-              "command": prov["command"], "timestamp": prov["created"], "quick": args.quick, "provenance": prov}
+              "command": prov["command"], "timestamp": prov["created"], "quick": args.quick,
+              "compile_cache": args.compile_cache, "provenance": prov}
     log(f"{report['device_name']}, torch {torch.__version__}, commit {report['commit']}")
 
     # the yardstick first, in its own process, before this one holds GPU memory
@@ -325,8 +332,9 @@ def main(argv=None) -> int:
     report["anchor"] = anchor
     log(f"anchor: allpos/compile_bf16 {anchor.get('allpos_compile_bf16_s_per_epoch')} s/epoch "
         f"({anchor.get('seconds', anchor.get('error'))})")
+    ours = report["ours"] = {}
+    save(args.out, report)  # after each part: a call cut short by its time limit still leaves what it measured
 
-    ours = {}
     if "train" not in skip or "project" not in skip:
         with tempfile.TemporaryDirectory(prefix="bench_gpu_demo_") as tmp:
             size = args.size or "paper"
@@ -336,28 +344,36 @@ def main(argv=None) -> int:
             log(f"scenario: demo-{size}, {scn.n_items} items, {len(views['train'])} training lines")
             if "train" not in skip:
                 ours.update(bench_train(args, dev, timer, scn, views))
+                save(args.out, report)
             if "project" not in skip and args.row_steps:
                 report["tables_projection"] = project_tables(args, dev, timer, scn, views, ours)
+                save(args.out, report)
     if "clip" not in skip:
         clip = bench_clip(args, dev)
         report["clip"] = clip
         report["clip_end_to_end_images_per_s"] = clip["clip_end_to_end_images_per_s"]
         report["clip_on_device_images_per_s"] = clip["clip_on_device_images_per_s"]
-    report["ours"] = ours
-    a = anchor.get("allpos_compile_bf16_s_per_epoch")
-    s = ours.get("s_per_epoch_steady")
-    report["ratio"] = round(s / a, 3) if a and s else None
-    if a and "by_variant" in ours:
-        report["ratio_by_variant"] = {k: round(v["s_per_epoch_steady"] / a, 3) for k, v in ours["by_variant"].items()}
-    report["first_over_steady"] = round(ours["s_first_epoch"] / s, 3) if s else None
-    report["seconds"] = round(time.perf_counter() - T0, 1)
-    atomic_write_json(args.out, report)
+    save(args.out, report, complete=True)
+    if cache:
+        cache.cleanup()
     summary = {k: report.get(k) for k in ("ratio", "first_over_steady", "clip_end_to_end_images_per_s",
                                            "clip_on_device_images_per_s", "seconds")}
     summary.update({k: ours.get(k) for k in ("s_per_epoch_steady", "s_first_epoch", "peak_gib", "full_rank_eval_s")})
     log(f"wrote {args.out}: {json.dumps(summary)}")
     return 0
 
+
+def save(out: Path, report: dict, complete: bool = False) -> None:
+    """Write the report with its derived figures; ``complete`` is false until every part asked for ran."""
+    ours, a = report["ours"], report["anchor"].get("allpos_compile_bf16_s_per_epoch")
+    s = ours.get("s_per_epoch_steady")
+    report["ratio"] = round(s / a, 3) if a and s else None
+    if a and "by_variant" in ours:
+        report["ratio_by_variant"] = {k: round(v["s_per_epoch_steady"] / a, 3) for k, v in ours["by_variant"].items()}
+    report["first_over_steady"] = round(ours["s_first_epoch"] / s, 3) if s else None
+    report["seconds"] = round(time.perf_counter() - T0, 1)
+    report["complete"] = complete
+    atomic_write_json(out, report)
 
 if __name__ == "__main__":
     sys.exit(main())

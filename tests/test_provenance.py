@@ -21,6 +21,11 @@ def _git(cwd, *args):
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
+def _edited_record() -> dict:
+    """A record whose sources the test edits: made from an uncommitted tree (dirty), as such a record would be."""
+    return {**provenance.record(), "dirty": True}
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A clone of the committed repository (what CI and a new user get)."""
@@ -56,7 +61,7 @@ def test_cli_check_exit_codes_and_names_the_file(clone, tmp_path, capsys):
     res = tmp_path / "r.json"
     res.write_text(json.dumps({"provenance": provenance.record()}))
     assert cli(["provenance", "check", str(res)]) == 0
-    rec = provenance.record()
+    rec = _edited_record()
     rec["sources"]["hafvt/models/hafvt.py"] = "0" * 16
     rec["source_hash"] = provenance.manifest_hash(rec["sources"])
     res.write_text(json.dumps({"provenance": rec}))
@@ -97,6 +102,28 @@ def test_notebook_hash_ignores_outputs_and_metadata(tmp_path):
         else nb["cells"][1]["source"] + "\n# edited"
     a.write_text(json.dumps(nb))
     assert provenance.file_digest(a) != before
+
+
+def test_a_clean_record_must_hold_its_commits_sources(tmp_path):
+    """A results file made on a copy of the tree whose git HEAD was another commit recorded that commit,
+    not dirty: the check compares the recorded sources with the commit's own, read from git."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = _git(REPO, "rev-parse", "HEAD").strip()
+    rec = {**provenance.record(), "commit": head, "dirty": False}
+    rec["sources"] = provenance.manifest_at(head)
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"provenance": {**rec, "kind": "benchmark"}}))  # a benchmark may be old, not mislabelled
+    assert check([f]) == []
+    rec["sources"] = {**rec["sources"], "hafvt/models/hafvt.py": "0" * 16}
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
+    f.write_text(json.dumps({"provenance": {**rec, "kind": "benchmark"}}))
+    [p] = check([f])
+    assert p["problem"].startswith(f"records commit {head[:10]} (not dirty)") and p["changed"] == ["hafvt/models/hafvt.py"]
+    for ok in ({"dirty": True}, {"commit": "0" * 40}):  # declared dirty; a commit this clone lacks cannot be checked
+        f.write_text(json.dumps({"provenance": {**rec, "kind": "benchmark", **ok}}))
+        assert check([f]) == []
 
 
 def test_copy_without_git_uses_the_commit_it_is_told(monkeypatch):
@@ -184,7 +211,7 @@ def test_committed_results_record_their_parameters_file_and_their_links_resolve(
 
 
 def test_a_cli_table_does_not_depend_on_notebook_sources(tmp_path):
-    rec = provenance.record()
+    rec = _edited_record()
     rec["command"] = "hafvt reproduce build/fk-mini --table 2"
     nb = next(f for f in rec["sources"] if f.endswith(".ipynb"))
     rec["sources"][nb] = "0" * 16
@@ -198,7 +225,7 @@ def test_a_cli_table_does_not_depend_on_notebook_sources(tmp_path):
 
 
 def test_embedding_code_counts_only_for_results_that_read_embeddings(tmp_path):
-    rec = provenance.record()
+    rec = _edited_record()
     rec["command"] = "hafvt reproduce build/fk-mini --table 2"
     rec["sources"]["hafvt/embed/clip.py"] = "0" * 16
     rec["sources"]["hafvt/verdict.py"] = "0" * 16  # shows results, computes none of their numbers
@@ -217,7 +244,7 @@ def test_embedding_code_counts_only_for_results_that_read_embeddings(tmp_path):
 
 def test_a_cli_table_depends_on_its_own_parameters_file_only(tmp_path):
     """Retuning the demo's parameters leaves the real-data table current; editing its own file stales it."""
-    rec = provenance.record()
+    rec = _edited_record()
     rec.update(command="hafvt reproduce build/fk-mini --table 2", parameters_file="notebooks/params/fk-mini.yaml")
     rec["sources"]["notebooks/params/demo.yaml"] = "0" * 16
     rec["source_hash"] = provenance.manifest_hash(rec["sources"])
