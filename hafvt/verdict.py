@@ -159,8 +159,9 @@ def evidence(claim: Claim, tables: list[dict]) -> dict:
 
 
 def verdict(datasets: dict[str, list]) -> list[dict]:
-    """``datasets``: name -> table JSON paths. One entry per claim with the evidence of each data set."""
-    loaded = {name: load_tables(paths) for name, paths in datasets.items()}
+    """``datasets``: name -> table JSON paths, or the tables already loaded (``load_tables``). One entry
+    per claim with the evidence of each data set."""
+    loaded = {name: ts if all(isinstance(t, dict) for t in ts) else load_tables(ts) for name, ts in datasets.items()}
     rows = []
     for c in CLAIMS:
         rows.append({"claim": c.claim, "compares": f"{c.row} vs {c.base}", "paper_table": c.table,

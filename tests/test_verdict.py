@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, committed_datasets, evidence, quoted_gain, training_protocol, verdict
+from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, committed_datasets, evidence, load_tables, quoted_gain, training_protocol, verdict
 
 
 def row(name, values_x, values_y=None, role="proposed", count_based=False):
@@ -62,6 +62,7 @@ def test_every_claim_has_a_row_per_dataset_and_quoted_gains(tmp_path):
     img = rows[0]
     assert img["evidence"]["demo"]["X"]["mean"] == 1 and img["evidence"]["none"]["X"]["verdict"] == "not tested"
     assert img["quoted_gain_x"] == pytest.approx(6.01 - 5.41, abs=0.5) and quoted_gain(CLAIMS[3]) is None
+    assert verdict({"demo": load_tables([tmp_path]), "none": []}) == rows  # tables already loaded: the same verdict
 
 
 def test_every_committed_results_folder_with_tables_is_a_data_set(tmp_path):
