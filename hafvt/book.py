@@ -233,6 +233,30 @@ def gain_finding(table: dict, row: str, base: str, row_name: str, base_name: str
     return " ".join(out)
 
 
+def where_it_loses(table: dict, row: str, base: str, domain: str) -> str:
+    """Which slice of test targets (the table's cold-item buckets: how often the target occurs in the
+    train split) makes ``row``'s sampled-MRR deficit against ``base`` in ``domain``, in words: the bucket
+    whose lines x difference is the most negative, and the buckets where ``row`` is above."""
+    cold = table.get("cold_items") or {}
+    rows, lines = cold.get("rows", {}), cold.get("n_lines", {}).get(domain, {})
+    if row not in rows or base not in rows or not lines:
+        return ""
+    mrr = {r: {b: v["mrr"] for b, v in rows[r]["sampled"][domain].items()} for r in (row, base)}
+    diff = {b: lines[b] * (mrr[row][b] - mrr[base][b]) for b in lines if b in mrr[row] and b in mrr[base]}
+    worst = min(diff, key=diff.get)
+    if diff[worst] >= 0:
+        return ""
+    above = [b for b in diff if mrr[row][b] > mrr[base][b] and diff[b] > 0]
+    share = diff[worst] / sum(v for v in diff.values() if v < 0)
+    text = (f"In {table['domains'][domain]}, {share:.0%} of the deficit comes from the {lines[worst]:,} test lines whose "
+            f"target occurs {worst} times in the train split (MRR {mrr[row][worst]:.2f} against {mrr[base][worst]:.2f}, "
+            f"average-rank ties)")
+    if above:
+        text += "; it is above " + base + " on targets occurring " + " and ".join(
+            f"{b} times ({mrr[row][b]:.2f} against {mrr[base][b]:.2f}, {lines[b]:,} lines)" for b in above)
+    return text + "."
+
+
 def provenance_cell(notebook: str, parameters: dict) -> dict:
     """Record how this notebook is being executed (its papermill parameters) for every results file it
     writes, and show the provenance of the page; the full record is kept in the output's metadata,

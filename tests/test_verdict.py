@@ -114,3 +114,18 @@ def test_the_pages_sentences_use_the_verdict_rule():
     assert e["Y"]["verdict"] == "supports" and "**agrees with the paper's claim**" in y
     below = gain_finding(t, "id-merged", "id-hier", "merged", "hier", claim=False)
     assert "puts it **below** hier" in below and "**inconclusive**" in below
+
+
+def test_where_it_loses_names_the_slice_that_makes_the_deficit():
+    """The real-data page explains a row below popularity by the cold-item slice: which targets it loses on."""
+    from hafvt.book import where_it_loses
+
+    def buckets(rare, frequent):
+        return {"sampled": {"X": {"1-4": {"mrr": rare}, "20+": {"mrr": frequent}}}}
+    t = {"domains": {"X": "Food"}, "cold_items": {"n_lines": {"X": {"1-4": 1000, "20+": 100}},
+                                                  "rows": {"c2dsr": buckets(2.0, 20.0), "popularity": buckets(1.0, 70.0)}}}
+    text = where_it_loses(t, "c2dsr", "popularity", "X")
+    assert "100% of the deficit comes from the 100 test lines whose target occurs 20+ times" in text
+    assert "above popularity on targets occurring 1-4 times (2.00 against 1.00, 1,000 lines)" in text
+    assert where_it_loses(t, "popularity", "c2dsr", "X").startswith("In Food, 100% of the deficit comes from the 1,000")
+    assert where_it_loses(t, "c2dsr", "sasrec", "X") == ""  # a row the slice does not hold
