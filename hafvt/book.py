@@ -257,6 +257,23 @@ def where_it_loses(table: dict, row: str, base: str, domain: str) -> str:
     return text + "."
 
 
+def ranking_disagreements(table: dict, alpha: float = 0.05) -> list[str]:
+    """One sentence per paired test (``table["pairs"]``) in which the sampled ranking (target + 999
+    negatives, the papers' protocol) and the full ranking (every item) order the two rows oppositely,
+    each difference significant by the Wilcoxon signed-rank test at ``alpha``."""
+    out = []
+    for e in table.get("pairs") or []:
+        s, f = e["sampled"], e["full"]
+        if s["mean_difference"] * f["mean_difference"] >= 0 or max(s["wilcoxon"]["p"], f["wilcoxon"]["p"]) >= alpha:
+            continue
+        side = {k: "above" if e[k]["mean_difference"] > 0 else "below" for k in ("sampled", "full")}
+        out.append(f"{e['pair']}, domain {e['domain']} ({s['n']:,} test lines): the sampled ranking puts "
+                   f"{e['row_a']} {side['sampled']} {e['row_b']} (MRR with average-rank ties {s['mrr_a']:.2f} against {s['mrr_b']:.2f}, "
+                   f"Wilcoxon p = {s['wilcoxon']['p']:.1g}), the full ranking {side['full']} it ({f['mrr_a']:.2f} "
+                   f"against {f['mrr_b']:.2f}, p = {f['wilcoxon']['p']:.1g}).")
+    return out
+
+
 def provenance_cell(notebook: str, parameters: dict) -> dict:
     """Record how this notebook is being executed (its papermill parameters) for every results file it
     writes, and show the provenance of the page; the full record is kept in the output's metadata,

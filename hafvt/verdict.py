@@ -41,7 +41,7 @@ CLAIMS = [
           ("haf-vt", "+ textual fusion + hierarchical attention", "+ textual fusion"),
           f"{FULL} && hafvt reproduce DIR --table 4 --rows id-txt-merged,id-txt-hier --seeds 5 --grid paper --device cuda --out OUT"),
     Claim("Hierarchical attention helps (IDs only; not a row of the papers)", "id-hier", "id-merged", 4, None,
-          "hafvt reproduce DIR --table 2 --rows id-merged,id-hier --seeds 5 --grid paper --device cuda --out OUT (needs the train split only)"),
+          "hafvt reproduce DIR --table 2 --rows id-merged,id-hier --seeds 5 --grid paper --device cuda --out OUT  # needs the train split only"),
     Claim("HAF-VT beats IFCDSR", "hafvt", "ifcdsr", 4,
           ("haf-vt", "+ textual + visual fusion + hierarchical attention", "+ visual fusion + hierarchical attention"),
           f"{FULL} && hafvt reproduce DIR --table 4 --rows ifcdsr,hafvt --seeds 5 --grid paper --device cuda --out OUT"),

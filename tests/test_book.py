@@ -47,7 +47,8 @@ EXPECT = {
                                (".hafvt-widget-static input[type=range]", 4, "the fusion-weight sliders")],
     "notebooks/07_real_data": [("div.cell_output table", 2, "rows with intervals, paired tests"),
                                ("div.cell_output img", 2, "seeds, sampled and full ranking")],
-    "notebooks/08_verdict": [("table", 2, "the claims' evidence and the commands"), ("div.cell_output img", 1, "gains over seeds")],
+    "notebooks/08_verdict": [("div.cell_output table", 1, "the claims' evidence"), ("div.cell_output img", 1, "gains over seeds"),
+                             ("div.cell_output pre", 8, "each claim's commands")],
     "decisions": [("table", 1, "decisions table")],
 }
 
@@ -109,6 +110,18 @@ def test_toc_opens_on_the_verdict_then_lists_the_notebooks():
     assert [p for p in pages if p.startswith("notebooks/")] == [
         "notebooks/08_verdict", "notebooks/01_dataset_statistics", "notebooks/02_clip_embedding", "notebooks/03_training",
         "notebooks/04_main_results", "notebooks/05_ablation", "notebooks/06_attention", "notebooks/07_real_data"]
+
+
+@pytest.mark.browser
+def test_the_verdict_page_shows_each_claims_commands_in_full(server, browser):
+    from hafvt.verdict import CLAIMS
+
+    page = browser.new_page()
+    page.goto(urljoin(server, "notebooks/08_verdict.html"), wait_until="load")
+    shown = " ".join(" ".join(page.locator("main div.cell_output pre").all_inner_texts()).split())
+    page.close()
+    missing = [c.claim for c in CLAIMS if " ".join(c.settle.split()) not in shown]
+    assert not missing, f"commands not shown in full for: {missing}"
 
 
 @pytest.mark.browser

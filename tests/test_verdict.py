@@ -129,3 +129,45 @@ def test_where_it_loses_names_the_slice_that_makes_the_deficit():
     assert "above popularity on targets occurring 1-4 times (2.00 against 1.00, 1,000 lines)" in text
     assert where_it_loses(t, "popularity", "c2dsr", "X").startswith("In Food, 100% of the deficit comes from the 1,000")
     assert where_it_loses(t, "c2dsr", "sasrec", "X") == ""  # a row the slice does not hold
+
+
+def test_ranking_disagreements_name_the_pairs_that_sampled_and_full_ranking_order_oppositely():
+    """The real-data and verdict pages say in words when the papers' sampled ranking and the full ranking
+    disagree on a pair; a flip that either test cannot tell from noise, or no flip, is not reported."""
+    from hafvt.book import ranking_disagreements
+
+    def side(diff, p, a, b):
+        return {"n": 2747, "mean_difference": diff, "mrr_a": a, "mrr_b": b, "wilcoxon": {"p": p}}
+
+    def pair(name, sampled, full):
+        return {"pair": name, "domain": "X", "row_a": "id-hier", "row_b": "transitions", "sampled": sampled, "full": full}
+
+    t = {"pairs": [
+        pair("flips", side(1.12, 5e-5, 10.35, 9.23), side(-0.31, 9e-6, 1.75, 2.06)),
+        pair("flips, full not significant", side(1.12, 5e-5, 10.35, 9.23), side(-0.31, 0.2, 1.75, 2.06)),
+        pair("same order", side(1.12, 5e-5, 10.35, 9.23), side(0.31, 9e-6, 2.06, 1.75))]}
+    out = ranking_disagreements(t)
+    assert len(out) == 1 and out[0].startswith("flips, domain X (2,747 test lines)")
+    assert "sampled ranking puts id-hier above transitions (MRR with average-rank ties 10.35 against 9.23" in out[0]
+    assert "the full ranking below it (1.75 against 2.06, p = 9e-06)" in out[0]
+    assert ranking_disagreements({"pairs": []}) == [] and ranking_disagreements({}) == []
+
+
+def test_each_claims_settling_commands_are_hafvt_command_lines_that_parse():
+    """The verdict page prints these for a reader to paste: each must be a command the CLI accepts, and the
+    rows it trains must include the claim's own row and base (the 'best' pseudo-rows come with a whole table)."""
+    import shlex
+
+    from hafvt.cli import build_parser
+
+    parser = build_parser()
+    for c in CLAIMS:
+        trained = set()
+        for cmd in c.settle.split("#")[0].split(" && "):
+            argv = shlex.split(cmd)
+            assert argv[0] == "hafvt", c.claim
+            args = parser.parse_args(argv[1:])  # argparse exits on an unknown option
+            if argv[1] == "reproduce":
+                trained |= set(args.rows.split(",")) if args.rows else {"every row"}
+        wanted = {r for r in (c.row, c.base) if not r.startswith(("best ",))}
+        assert "every row" in trained or wanted <= trained, c.claim
