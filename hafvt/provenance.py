@@ -312,24 +312,30 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             problems.append({"file": rel, "problem": "no provenance record", "changed": []})
             continue
         for r in recs:
-            missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
-            if missing:
-                problems.append({"file": rel, "problem": f"provenance lacks {', '.join(missing)}", "changed": []})
-                continue
-            elif r["source_hash"] != now and r.get("kind") != "benchmark" and _changed(r["sources"], current, r, uses):
-                problems.append({"file": rel, "problem": f"stale: made by sources {r['source_hash']} at commit "
-                                 f"{str(r['commit'])[:10]}, current sources are {now}",
-                                 "changed": _changed(r["sources"], current, r, uses)})
-            if r["commit"] and r.get("dirty") is not True:  # a clean record must hold its commit's sources
-                if r["commit"] not in at_commit:
-                    at_commit[r["commit"]] = manifest_at(r["commit"], root)
-                theirs = at_commit[r["commit"]]
-                differ = sorted(k for k in set(theirs or {}) | set(r["sources"]) if (theirs or {}).get(k) != r["sources"].get(k))
-                if theirs is not None and differ:
-                    problems.append({"file": rel, "problem": f"records commit {r['commit'][:10]} (not dirty) but its "
-                                     f"sources {r['source_hash']} are not that commit's {manifest_hash(theirs)}",
-                                     "changed": differ})
+            problems += [{"file": rel, **p} for p in _record_problems(r, current, now, uses, at_commit, root)]
     return problems
+
+
+def _record_problems(r: dict, current: dict, now: str, uses: bool, at_commit: dict, root: Path) -> list[dict]:
+    """What is wrong with one provenance record: a missing field, sources that are not the current ones
+    (stale), or a commit it names (not marked dirty) whose sources it does not hold."""
+    missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
+    if missing:
+        return [{"problem": f"provenance lacks {', '.join(missing)}", "changed": []}]
+    out = []
+    changed = _changed(r["sources"], current, r, uses) if r["source_hash"] != now and r.get("kind") != "benchmark" else []
+    if changed:
+        out.append({"problem": f"stale: made by sources {r['source_hash']} at commit {str(r['commit'])[:10]}, "
+                               f"current sources are {now}", "changed": changed})
+    if r["commit"] and r.get("dirty") is not True:  # a clean record must hold its commit's sources
+        if r["commit"] not in at_commit:
+            at_commit[r["commit"]] = manifest_at(r["commit"], root)
+        theirs = at_commit[r["commit"]]  # None: a commit this clone lacks, nothing to compare
+        differ = sorted(k for k in set(theirs) | set(r["sources"]) if theirs.get(k) != r["sources"].get(k)) if theirs else []
+        if differ:
+            out.append({"problem": f"records commit {r['commit'][:10]} (not dirty) but its sources {r['source_hash']} "
+                                   f"are not that commit's {manifest_hash(theirs)}", "changed": differ})
+    return out
 
 
 def _check_rendered(path: Path, rel: str) -> list[dict]:
