@@ -97,7 +97,7 @@ fk-mini: build/fk-mini/derived.json
 	$(BIN)/hafvt reproduce build/fk-mini --table 2 --params notebooks/params/fk-mini.yaml --out results/fk-mini $(if $(DEVICE),--device $(DEVICE))
 
 # `make demo-converged [DEVICE=cuda]`: the committed demo tables trained to convergence (results/demo-converged/),
-# shown on the verdict page beside the book's 4-epoch demo; lr x L2 from the papers' grid per row; 97 minutes on 2 cores (40-epoch budget; 84-91 with 20), resumable.
+# shown on the verdict page beside the book's 4-epoch demo; lr x L2 from the papers' grid per row; 98 minutes on 2 cores (60-epoch budget; 97 with 40), resumable.
 demo-converged: demo
 	for k in 2 4; do $(BIN)/hafvt reproduce $(DEMO) --table $$k --params notebooks/params/demo-converged.yaml \
 	  --jobs $(JOBS) --out results/demo-converged $(if $(DEVICE),--device $(DEVICE)) || exit 1; done
