@@ -130,11 +130,19 @@ def git_commit(root: Path = REPO) -> dict:
 # --------------------------------------------------------------------------- paths and invocation
 
 
+# folders a command's absolute paths may name besides the repository and the temporary folder ($OUT:
+# where a lent device machine's command writes what comes back)
+PATH_VARS = ("OUT", "HOME")
+
+
 def portable(path: str | Path, root: Path = REPO) -> str:
     """A path as a results file may record it: relative to the repository (``$TMPDIR/...`` inside a
-    temporary folder), never absolute."""
+    temporary folder, ``$OUT/...`` or ``$HOME/...`` inside the folder such a variable names), never absolute.
+    The path need not exist yet (an output file)."""
     p = Path(os.path.abspath(path)).resolve()
-    for base, prefix in ((root.resolve(), ""), (Path(tempfile.gettempdir()).resolve(), "$TMPDIR")):
+    bases = [(root.resolve(), ""), (Path(tempfile.gettempdir()).resolve(), "$TMPDIR")]
+    bases += [(Path(os.environ[v]).resolve(), f"${v}") for v in PATH_VARS if os.environ.get(v, "").startswith("/")]
+    for base, prefix in bases:
         if p == base or base in p.parents:
             return "/".join(x for x in (prefix, p.relative_to(base).as_posix()) if x and x != ".") or "."
     return Path(os.path.relpath(p, root.resolve())).as_posix()
@@ -160,7 +168,7 @@ def invocation() -> dict:
         prog = "hafvt"
     elif prog.endswith(".py"):
         prog = "python " + (portable(argv[0]) if Path(argv[0]).is_file() else prog)
-    args = [portable(a) if (a.startswith("/") and os.path.exists(a)) else a for a in argv[1:]]
+    args = [portable(a) if a.startswith("/") else a for a in argv[1:]]
     return {"command": " ".join([prog, *args])}
 
 

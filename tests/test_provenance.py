@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -139,6 +140,19 @@ def test_portable_paths(tmp_path):
     assert portable(REPO) == "."
     assert portable(tmp_path / "x").startswith("$TMPDIR/") or not str(tmp_path).startswith("/tmp")
     assert not portable(REPO.parent / "shared" / "data").startswith("/")
+
+
+def test_command_names_output_folders_by_their_variable(tmp_path, monkeypatch):
+    """An output path that does not exist yet, in a folder named by $OUT (a device machine's) or $HOME."""
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "elsewhere"))
+    assert portable(tmp_path / "out" / "bench.json") == "$OUT/bench.json"
+    assert portable(tmp_path / "home" / "r" / "t.json") == "$HOME/r/t.json"
+    monkeypatch.setattr("sys.argv", ["scripts/bench_gpu.py", "--out", str(tmp_path / "out" / "bench.json")])
+    provenance.set_invocation(None)
+    cmd = provenance.invocation()["command"]
+    assert cmd == "python scripts/bench_gpu.py --out $OUT/bench.json" and not ABSOLUTE.search(cmd)
 
 
 def test_run_records_sources_data_candidates_and_no_absolute_path(tmp_path, monkeypatch):
