@@ -98,7 +98,8 @@ def build(cfg, scn, dev):
     return model, make_optimizer(model, cfg, dev)
 
 
-def bench_train(args, dev, timer, scn, views) -> dict:
+def bench_train(args, dev, timer, scn, views, partial=lambda out: None) -> dict:
+    """``partial(out)`` is called with what is measured so far after every epoch (a call cut short keeps it)."""
     variants = parse_variants(args.variants)
     cfgs = [load_config(REPO / "configs" / "hafvt.yaml", [f"compile={dev.type == 'cuda'}", "amp=true", *args.set, *v])
             for v in variants.values()]
@@ -108,14 +109,19 @@ def bench_train(args, dev, timer, scn, views) -> dict:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     first, steady = [], [[] for _ in runs]
+    progress = {}
     for label, cfg, (model, opt) in zip(labels, cfgs, runs):
         s, _ = timer(lambda: train_epoch(model, opt, train, cfg, 0, 1, dev, False))
         first.append(s)
+        progress[label] = {"s_first_epoch": round(s, 3), "s_steady_epochs": []}
+        partial({"by_variant_so_far": progress})
         log(f"train: first epoch {s:.2f} s ({label})")
     for epoch in range(2, 2 + args.steady_epochs):  # variants alternate epoch by epoch: all see the same machine state
         for i, (label, cfg, (model, opt)) in enumerate(zip(labels, cfgs, runs)):
             s, loss = timer(lambda: train_epoch(model, opt, train, cfg, 0, epoch, dev, False))
             steady[i].append(round(s, 3))
+            progress[label]["s_steady_epochs"] = steady[i]
+            partial({"by_variant_so_far": progress})
             log(f"train: epoch {epoch} {s:.2f} s (loss {loss:.4f}, {label})")
     cfg, (model, opt) = cfgs[0], runs[0]
     out = {"config": "configs/hafvt.yaml", "amp": cfg.amp, "compile": cfg.compile, "batch_size": cfg.batch_size,
@@ -273,6 +279,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--anchor", default=".bench/anchor_workload.py", help="the yardstick script")
     ap.add_argument("--anchor-timeout", type=int, default=420)
+    ap.add_argument("--anchor-after", action="store_true",
+                    help="run the yardstick after the train part instead of before it (does the order change ours?)")
     ap.add_argument("--quick", action="store_true", help="shrink everything (CPU smoke run; skips the anchor, whose "
                     "CPU version takes minutes, unless --with-anchor)")
     ap.add_argument("--with-anchor", action="store_true", help="run the anchor under --quick too")
@@ -327,13 +335,17 @@ def main(argv=None) -> int:
               "compile_cache": args.compile_cache, "provenance": prov}
     log(f"{report['device_name']}, torch {torch.__version__}, commit {report['commit']}")
 
-    # the yardstick first, in its own process, before this one holds GPU memory
-    anchor = run_anchor(args, dev) if "anchor" not in skip else {"error": "skipped"}
-    report["anchor"] = anchor
-    log(f"anchor: allpos/compile_bf16 {anchor.get('allpos_compile_bf16_s_per_epoch')} s/epoch "
-        f"({anchor.get('seconds', anchor.get('error'))})")
+    def anchor_part():  # the yardstick in its own process, while this one holds no GPU memory
+        anchor = report["anchor"] = run_anchor(args, dev) if "anchor" not in skip else {"error": "skipped"}
+        anchor["order"] = "after ours" if args.anchor_after else "before ours"
+        log(f"anchor: allpos/compile_bf16 {anchor.get('allpos_compile_bf16_s_per_epoch')} s/epoch "
+            f"({anchor.get('seconds', anchor.get('error'))})")
+        save(args.out, report)  # after each part: a call cut short by its time limit still leaves what it measured
+
+    report["anchor"] = {"error": "not run yet"}
     ours = report["ours"] = {}
-    save(args.out, report)  # after each part: a call cut short by its time limit still leaves what it measured
+    if not args.anchor_after:
+        anchor_part()
 
     if "train" not in skip or "project" not in skip:
         with tempfile.TemporaryDirectory(prefix="bench_gpu_demo_") as tmp:
@@ -343,11 +355,15 @@ def main(argv=None) -> int:
             views = {k: v.to(dev) for k, v in scenario_views(scn, 15).items()}
             log(f"scenario: demo-{size}, {scn.n_items} items, {len(views['train'])} training lines")
             if "train" not in skip:
-                ours.update(bench_train(args, dev, timer, scn, views))
+                ours.update(bench_train(args, dev, timer, scn, views,
+                                        partial=lambda part: save(args.out, {**report, "ours": {**ours, **part}})))
+                ours.pop("by_variant_so_far", None)
                 save(args.out, report)
             if "project" not in skip and args.row_steps:
                 report["tables_projection"] = project_tables(args, dev, timer, scn, views, ours)
                 save(args.out, report)
+    if args.anchor_after:
+        anchor_part()
     if "clip" not in skip:
         clip = bench_clip(args, dev)
         report["clip"] = clip
