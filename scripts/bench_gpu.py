@@ -12,7 +12,9 @@ Parts (each prints as it finishes; about 5 minutes on an H200, the anchor includ
           peak memory; then a few steps of the plain reference loss for comparison
   eval    rank_split of the test split (7,708 lines) against every item of its domain
   clip    ViT-B/32 (random-init: speed does not depend on the weights) from ``--clip-images`` 500-px
-          JPEGs: --decode gpu end to end, --decode cpu end to end, and inputs already on the device
+          JPEGs: --decode gpu, --decode cpu and --decode cpu --jpeg-draft end to end (each over a quarter
+          of the files and all of them: the workers' start and the rate per further file), and inputs
+          already on the device
   anchor  ``--anchor`` (default .bench/anchor_workload.py) in a subprocess; its allpos/compile_bf16
   project Tables 2-4 (every trained row x 3 seeds x 100 epochs) from a few eager steps of each row
 Image/text tables are random unit rows: the cost does not depend on their values.
@@ -232,16 +234,28 @@ def bench_clip(args, dev) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_gpu_jpeg_") as tmp:
         paths = make_jpegs(Path(tmp), args.clip_images, args.jpeg_px, unique=min(256, args.clip_images))
         out["jpeg_mean_bytes"] = int(np.mean([p.stat().st_size for p in paths[:64]]))
-        for name, decode in (("clip_end_to_end", "tensor"), ("clip_end_to_end_cpu_decode", "pil")):
-            encode_images(enc, paths[: batch], batch, workers, precision, decode=decode)  # warm-up
+        def timed(decode, n, draft=False):
             t = time.perf_counter()
-            emb, ok = encode_images(enc, paths, batch, workers, precision, decode=decode)
+            emb, ok = encode_images(enc, paths[:n], batch, workers, precision, jpeg_draft=draft, decode=decode)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            rate = len(paths) / (time.perf_counter() - t)
             assert ok.all() and np.isfinite(emb).all()
-            out[f"{name}_images_per_s"] = round(rate, 1)
-            log(f"clip: {name} ({'gpu' if decode == 'tensor' and dev.type == 'cuda' else decode} decode) {rate:.0f} images/s")
+            return time.perf_counter() - t
+
+        # each call starts its workers anew: time a quarter of the files and all of them, so the start
+        # (fixed) and the rate per further file (what a catalogue of 10^5 images sees) come apart
+        n, n4 = len(paths), max(1, len(paths) // 4)
+        for name, decode, draft in (("clip_end_to_end", "tensor", False), ("clip_end_to_end_cpu_decode", "pil", False),
+                                    ("clip_end_to_end_cpu_decode_draft", "pil", True)):  # draft: --jpeg-draft
+            timed(decode, batch, draft)  # warm-up
+            t4, t = timed(decode, n4, draft), timed(decode, n, draft)
+            out[f"{name}_images_per_s"] = round(n / t, 1)
+            marginal = (n - n4) / (t - t4) if t > t4 else None
+            out[f"{name}_marginal_images_per_s"] = round(marginal, 1) if marginal else None
+            out[f"{name}_start_s"] = round(t4 - n4 / marginal, 3) if marginal else None
+            log(f"clip: {name} ({'gpu' if decode == 'tensor' and dev.type == 'cuda' else decode} decode{', draft' * draft}) "
+                f"{n / t:.0f} images/s over {n} files; {marginal or float('nan'):.0f} images/s per further file "
+                f"after a start of {out[f'{name}_start_s']} s")
     out["clip_on_device_images_per_s"] = round(on_device(enc, batch, args.clip_iters, precision, cast=False), 1)
     log(f"clip: on device (autocast) {out['clip_on_device_images_per_s']:.0f} images/s")
     if precision != "fp32":
