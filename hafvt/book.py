@@ -310,6 +310,40 @@ def link_list(paths, page_to_static: str = "../_static") -> str:
 # --------------------------------------------------------------------------- decisions page
 
 
+REPRODUCIBILITY = [
+    "## Repeatable numbers and what a certificate proves",
+    "",
+    "**Run to run on one CPU.** Until 2026-12 a CPU run with 2 threads was not bit-identical to its repeat: "
+    "the gradient of an item table looked up by advanced indexing (`E[target]`, `E[seq]`) sums repeated "
+    "indices with `index_put_(accumulate=True)`, which on CPU adds them with atomics across threads once the "
+    "gradient has more than 32,768 elements, so the order of the additions changed from run to run (measured on "
+    "the tiny demo: HAF-VT's epoch-3 loss took three different values in five repeats, 7.5925189 to 7.5925200; "
+    "with one thread every repeat was identical). Every lookup now goes through `hafvt.models.lookup.rows` "
+    "(`F.embedding`, a fixed order): repeats with 2 threads are bit-identical (4 of 4), and with one thread it "
+    "equals the old lookup bit for bit. The numbers still depend on the thread count and on the kernel path "
+    "(the CPU's ISA, ATen's capability, MKL and oneDNN limits): every record carries them (`cpu`).",
+    "",
+    "**Tolerances.** Tests that compare two orders of the same float32 sums (batched against one-by-one encoders, "
+    "padded against short batches) bound the difference by n x eps x the tensor's largest element, with n the "
+    "longest reduction; that the paths compute the same thing is shown in float64. CI runs those tests a second "
+    "time on other kernels (`make test-kernels`: ATen's scalar capability, MKL and oneDNN limited to AVX2).",
+    "",
+    "**Digests and certificates.** A Python source is digested by its syntax tree without docstrings, so "
+    "comments, docstrings and formatting never stale a result (records made before carry byte digests and are "
+    "compared as bytes). A command-line result depends only on the Python sources its process had imported "
+    "when the record was made (`loaded`); a module imported later in the run is missed, so records are made "
+    "after the model is built. `hafvt provenance certify` probes each stale result's configurations on a tiny demo "
+    "(CPU, one thread, float32, 2 epochs with an interrupt and a resume) under the recorded commit and under "
+    "the current sources, and certifies only when every probe output is equal bit for bit and every changed "
+    "statement ran in the probe. A certificate proves that the probe computes the same; it does not re-run the "
+    "result's own scenario, device or thread count. A change that alters only the rounding order on one device "
+    "(the lookup above on CUDA, where `E[target]` already summed in a fixed order) passes when the probe, on "
+    "one CPU thread, is bit-identical; non-Python sources (configs, parameters) certify only when their parsed "
+    "content is unchanged, `pyproject.toml` only when its dependencies are.",
+    "",
+]
+
+
 def decisions_markdown() -> str:
     """The book's page of reproduction decisions, generated from ``hafvt.config.decisions()``."""
     from hafvt.config import decisions
@@ -345,6 +379,7 @@ def decisions_markdown() -> str:
         "(validation every `eval_every` epochs).",
         "",
     ]
+    lines += REPRODUCIBILITY
     rows = decisions()
     for source in ("choice", "paper", "protocol"):
         group = [r for r in rows if r["source"] == source]

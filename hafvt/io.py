@@ -1,12 +1,21 @@
-"""Atomic writes: a cache or result file is either the old one or the whole new one."""
+"""Atomic writes: a cache or result file is either the old one or the whole new one.
+
+A writer killed mid-write leaves at most its temporary file (``.NAME.XXXXXXXX.tmp``) beside the
+target; ``remove_stale_temps`` removes those of a folder when the command that owns it starts
+again. Logs grow by whole lines (``append_line``); ``hafvt.viz.read_jsonl`` drops a torn last line.
+"""
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+# what atomic_write_bytes names its temporary files: "." + target name + "." + mkstemp's 8 characters + ".tmp"
+TEMP_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -19,12 +28,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder`` (only files named as
+    ``atomic_write_bytes`` names them); call it where the one command that owns the folder starts."""
+    found = [p for p in Path(folder).glob(".*.tmp") if p.is_file() and TEMP_FILE.match(p.name)]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one whole line (one ``write``, then fsync): a kill leaves the file as it was or one torn
+    last line, which ``hafvt.viz.read_jsonl`` drops."""
+    assert "\n" not in line
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -10,6 +10,8 @@ makes them relative to the repository.
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
@@ -63,48 +65,96 @@ def source_files(root: Path = REPO) -> list[str]:
     return sorted(found)
 
 
-def file_digest(path: Path, data: bytes | None = None) -> str:
+# How source files are digested. "ast-1": a Python file by its syntax tree without docstrings (comments,
+# formatting and docstrings cannot change a number); "bytes": by its bytes (records made before ast-1
+# carry no "digest" field and are compared in that scheme).
+DIGEST = "ast-1"
+SCHEMES = ("ast-1", "bytes")
+
+
+def normalised_python(text: str | bytes) -> str:
+    """A Python source as what it computes: its AST dump with module, class and function docstrings
+    removed (a body left empty holds ``pass``). The text of a file that does not parse is kept as is."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=True, include_attributes=False)
+
+
+def file_digest(path: Path, data: bytes | None = None, scheme: str = DIGEST) -> str:
     """sha256 (16 hex) of a source file (``data``: its bytes, if read elsewhere); for a notebook, of its
-    cells' types and sources only, so that saving it in JupyterLab (metadata, outputs) does not change it."""
+    cells' types and sources only, so that saving it in JupyterLab (metadata, outputs) does not change it;
+    for a Python file in the ast-1 scheme, of ``normalised_python``."""
     data = path.read_bytes() if data is None else data
     if path.suffix == ".ipynb":
         cells = json.loads(data)["cells"]
         data = json.dumps([[c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]]
                            for c in cells]).encode()
+    elif path.suffix == ".py" and scheme == "ast-1":
+        data = normalised_python(data).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def source_manifest(root: Path = REPO) -> dict[str, str]:
-    return {rel: file_digest(root / rel) for rel in source_files(root)}
+def scheme_of(rec: dict) -> str:
+    return rec.get("digest", "bytes")
+
+
+def loaded_sources(root: Path = REPO) -> list[str]:
+    """The repository's Python sources that this process has imported so far (``sys.modules``)."""
+    out = set()
+    base = root.resolve()
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if f:
+            p = Path(f).resolve()
+            if base in p.parents and _is_source(rel := p.relative_to(base).as_posix()):
+                out.add(rel)
+    return sorted(out)
+
+
+def source_manifest(root: Path = REPO, scheme: str = DIGEST) -> dict[str, str]:
+    return {rel: file_digest(root / rel, scheme=scheme) for rel in source_files(root)}
 
 
 def manifest_hash(manifest: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def source_hash(root: Path = REPO) -> str:
-    return manifest_hash(source_manifest(root))
+def source_hash(root: Path = REPO, scheme: str = DIGEST) -> str:
+    return manifest_hash(source_manifest(root, scheme))
 
 
 def _git(*args, root: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
 
 
-def manifest_at(commit: str, root: Path = REPO) -> dict[str, str] | None:
-    """The source manifest of a commit, read from git; None where git does not have the commit."""
+def files_at(commit: str, root: Path = REPO, wanted=None) -> dict[str, bytes] | None:
+    """The source files of a commit (or ``names`` of it), read from git; None where git lacks the commit."""
     tree = _git("ls-tree", "-r", "--name-only", f"{commit}^{{commit}}", root=root)
     if tree.returncode != 0:
         return None
-    names = [n for n in tree.stdout.splitlines() if _is_source(n)]
+    names = [n for n in tree.stdout.splitlines() if _is_source(n) and (wanted is None or n in wanted)]
     blobs = subprocess.run(["git", "cat-file", "--batch"], cwd=root, capture_output=True, timeout=60,
                            input="".join(f"{commit}:{n}\n" for n in names).encode()).stdout
     out, pos = {}, 0
     for n in names:  # each answer: "<sha> blob <size>\n<bytes>\n"
         head_end = blobs.index(b"\n", pos)
         size = int(blobs[pos:head_end].split()[2])
-        out[n] = file_digest(Path(n), blobs[head_end + 1:head_end + 1 + size])
+        out[n] = blobs[head_end + 1:head_end + 1 + size]
         pos = head_end + 2 + size
     return out
+
+
+def manifest_at(commit: str, root: Path = REPO, scheme: str = DIGEST) -> dict[str, str] | None:
+    """The source manifest of a commit, read from git; None where git does not have the commit."""
+    files = files_at(commit, root)
+    return None if files is None else {n: file_digest(Path(n), data, scheme) for n, data in files.items()}
 
 
 def git_commit(root: Path = REPO) -> dict:
@@ -178,7 +228,40 @@ def invocation() -> dict:
 def device_name(device: str) -> str:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()})"
+    return f"cpu ({_cpu_model_and_flags()[0]})"
+
+
+# CPU flags that select kernel paths in MKL, oneDNN and ATen (and so the float32 summation order)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+# environment variables that change those kernel choices or the thread counts
+KERNEL_ENV = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MKL_DYNAMIC", "MKL_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
+              "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "OMP_DYNAMIC", "OMP_WAIT_POLICY")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return model, tuple(f for f in CPU_FLAGS if f in flags)
+
+
+def cpu_info() -> dict:
+    """What decides a CPU run's float32 rounding: the CPU model and its flags, ATen's kernel capability,
+    the environment that restricts MKL/oneDNN, and the thread counts of this process."""
+    model, flags = _cpu_model_and_flags()
+    return {"model": model, "flags": list(flags), "aten_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
 
 
 def versions() -> dict:
@@ -195,9 +278,11 @@ def versions() -> dict:
 def record(device: str | None = None, **extra) -> dict:
     """The common provenance record: commit, sources, invocation, device, versions, time (+ ``extra``)."""
     manifest = source_manifest()
-    out = {**git_commit(), "source_hash": manifest_hash(manifest), **invocation()}
+    out = {**git_commit(), "source_hash": manifest_hash(manifest), "digest": DIGEST, **invocation()}
     if device is not None:
         out["device"] = device_name(device)
+    out["cpu"] = cpu_info()
+    out["loaded"] = loaded_sources()
     out.update(versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
     out["sources"] = manifest  # last: long
     return out
@@ -246,22 +331,26 @@ def records_in(path: Path) -> list[dict]:
 
 # Modules that record, check or show results and compute none of their numbers, and hafvt/book.py, which
 # only the notebooks import (for a notebook-made result every source counts).
-NOT_NUMBERS = ("hafvt/provenance.py", "hafvt/commands/provenance.py", "hafvt/viz.py", "hafvt/verdict.py",
-               "hafvt/widgets.py", "hafvt/book.py", "hafvt/fusion_weights.py")
+NOT_NUMBERS = ("hafvt/provenance.py", "hafvt/commands/provenance.py", "hafvt/certify.py", "hafvt/probe.py", "hafvt/viz.py",
+               "hafvt/verdict.py", "hafvt/widgets.py", "hafvt/book.py", "hafvt/fusion_weights.py")
 
 
 def _changed(recorded: dict, current: dict, record: dict, uses_embeddings: bool = True) -> list[str]:
     """Source files that differ and determine the result's numbers. Every source counts for a result made
     in a notebook. For one made by the command line (``hafvt reproduce``, ``hafvt train``) the notebook
     sources, the scripts and ``NOT_NUMBERS`` do not, nor ``hafvt/embed/`` when it read no embedding cache;
-    of the parameters files only the one it was run with (``parameters_file``) counts."""
+    of the parameters files only the one it was run with (``parameters_file``) counts; and where the record
+    lists the Python sources its process had imported (``loaded``), no other Python file counts."""
     in_notebook = "notebook" in record or str(record.get("command", "")).startswith("make notebooks")
+    loaded = set(record["loaded"]) if isinstance(record.get("loaded"), list) else None
 
     def counts(f: str) -> bool:
         if in_notebook:
             return True
         if f.startswith("notebooks/"):
             return f == record.get("parameters_file")
+        if f.endswith(".py") and loaded is not None and f not in loaded:
+            return False
         return not (f.startswith("scripts/") or f in NOT_NUMBERS
                     or (f.startswith("hafvt/embed/") and not uses_embeddings))
 
@@ -288,9 +377,11 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
     ``.json`` renders to; no results file may hold an absolute path. Benchmarks (records with
     ``"kind": "benchmark"``) are dated measurements: they need a complete record but may be older.
     """
-    current = source_manifest(root)
-    now = manifest_hash(current)
-    at_commit: dict[str, dict | None] = {}  # commit -> its source manifest (None: not in this clone)
+    current = _Current(root)
+    at_commit: dict[tuple, dict | None] = {}  # (commit, scheme) -> its source manifest (None: not in this clone)
+    from hafvt.certify import load_certificates
+
+    certs = load_certificates(root)
     files = []
     for p in [Path(x) for x in (paths or [root / r for r in RESULTS])]:
         p = p if p.is_absolute() else root / p
@@ -303,6 +394,10 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
     problems = []
     for f in files:
         rel = portable(f, root)
+        if f.parent.name == "certificates" and f.suffix == ".json":  # not a result: valid, or reported
+            bad = next((c["_problem"] for c in certs if c["_file"] == rel and c["_problem"]), None)
+            problems += [{"file": rel, "problem": f"certificate rejected: {bad}", "changed": []}] if bad else []
+            continue
         text = f.read_text(errors="replace")
         bad = ABSOLUTE.search(text)
         if bad:
@@ -320,25 +415,53 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             problems.append({"file": rel, "problem": "no provenance record", "changed": []})
             continue
         for r in recs:
-            problems += [{"file": rel, **p} for p in _record_problems(r, current, now, uses, at_commit, root)]
+            problems += [{"file": rel, **p} for p in _record_problems(r, current, uses, at_commit, root, certs, rel)]
     return problems
 
 
-def _record_problems(r: dict, current: dict, now: str, uses: bool, at_commit: dict, root: Path) -> list[dict]:
+class _Current:
+    """The current source manifest in each digest scheme, computed when first asked for."""
+
+    def __init__(self, root: Path):
+        self.root, self._m = root, {}
+
+    def __call__(self, scheme: str = DIGEST) -> dict[str, str]:
+        if scheme not in self._m:
+            self._m[scheme] = source_manifest(self.root, scheme)
+        return self._m[scheme]
+
+
+def record_digest(r: dict) -> str:
+    """sha256 (16 hex) of one provenance record: what a certificate names."""
+    return hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _record_problems(r: dict, current: _Current, uses: bool, at_commit: dict, root: Path, certs=(), rel: str = "") -> list[dict]:
     """What is wrong with one provenance record: a missing field, sources that are not the current ones
-    (stale), or a commit it names (not marked dirty) whose sources it does not hold."""
+    and no valid certificate that the current ones compute the same (stale), or a commit it names (not
+    marked dirty) whose sources it does not hold."""
     missing = [k for k in ("commit", "source_hash", "sources", "created", "versions") if k not in r]
     if missing:
         return [{"problem": f"provenance lacks {', '.join(missing)}", "changed": []}]
+    if scheme_of(r) not in SCHEMES:
+        return [{"problem": f"unknown digest scheme {scheme_of(r)!r}", "changed": []}]
     out = []
-    changed = _changed(r["sources"], current, r, uses) if r["source_hash"] != now and r.get("kind") != "benchmark" else []
+    mine = current(scheme_of(r))
+    now = manifest_hash(mine)
+    changed = _changed(r["sources"], mine, r, uses) if r["source_hash"] != now and r.get("kind") != "benchmark" else []
     if changed:
-        out.append({"problem": f"stale: made by sources {r['source_hash']} at commit {str(r['commit'])[:10]}, "
-                               f"current sources are {now}", "changed": changed})
+        from hafvt.certify import certificate_for
+
+        cert, why, since = certificate_for(r, rel, certs, current, uses)
+        if cert is None:
+            out.append({"problem": f"stale: made by sources {r['source_hash']} at commit {str(r['commit'])[:10]}, "
+                                   f"current sources are {manifest_hash(current())}" + (f" ({why})" if why else ""),
+                        "changed": since or changed})
     if r["commit"] and r.get("dirty") is not True:  # a clean record must hold its commit's sources
-        if r["commit"] not in at_commit:
-            at_commit[r["commit"]] = manifest_at(r["commit"], root)
-        theirs = at_commit[r["commit"]]  # None: a commit this clone lacks, nothing to compare
+        key = (r["commit"], scheme_of(r))
+        if key not in at_commit:
+            at_commit[key] = manifest_at(r["commit"], root, scheme_of(r))
+        theirs = at_commit[key]  # None: a commit this clone lacks, nothing to compare
         differ = sorted(k for k in set(theirs) | set(r["sources"]) if theirs.get(k) != r["sources"].get(k)) if theirs else []
         if differ:
             out.append({"problem": f"records commit {r['commit'][:10]} (not dirty) but its sources {r['source_hash']} "
@@ -369,8 +492,9 @@ def cmd_check(args) -> int:
         if p["changed"]:
             print("    changed since: " + ", ".join(p["changed"][:20]) + (" ..." if len(p["changed"]) > 20 else ""))
     if problems:
-        print(f"{len({p['file'] for p in problems})} results file(s) not made by the current sources {source_hash()}; "
-              "regenerate them (make book; the command each table names)", file=sys.stderr)
+        print(f"{len({p['file'] for p in problems})} results file(s) neither made by the current sources {source_hash()} "
+              "nor certified for them; `hafvt provenance certify` where the code changed without changing what it "
+              "computes, else regenerate them (make book; the command each table names)", file=sys.stderr)
         return 1
-    print(f"every results file was made by the current sources ({source_hash()})")
+    print(f"every results file was made by the current sources ({source_hash()}) or certified for them")
     return 0

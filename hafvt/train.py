@@ -22,7 +22,7 @@ from hafvt.candidates import candidates_path, load_or_draw
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, Views, scenario_views
 from hafvt.data.c2dsr import Scenario, read_scenario
-from hafvt.io import atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text
+from hafvt.io import append_line, atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temps
 from hafvt.metrics import metrics_from_ranks, per_domain, ranks_from_counts
 from hafvt.models import build_model, needs_tables
 from hafvt.provenance import run_provenance
@@ -189,6 +189,8 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     scenario_dir, out = Path(scenario_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     procs, dev = distributed.init(device)  # under torchrun: this process's rank and device
+    if procs.is_main:  # what a killed earlier attempt of this run was writing
+        remove_stale_temps(out)
     progress = progress and procs.is_main
     if dev.type == "cpu":  # subnormal floats in the softmax tails slow CPU epochs ~15x; results unchanged
         torch.set_flush_denormal(True)
@@ -221,6 +223,9 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         if opt is not None:
             opt.load_state_dict(saved["optim"])
         state = _state_from_ckpt(saved["state"])
+    log = out / "log.jsonl"
+    if procs.is_main:  # the log as far as the checkpoint goes (a killed attempt may have logged further), then by lines
+        atomic_write_text(log, "".join(_json_line(e) for e in state["history"]))
     ddp = None
     if trainable and procs.spread:
         distributed.check_supported(model, cfg.model)
@@ -264,7 +269,7 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
             shown = "" if "valid" not in entry else "  valid MRR X {:.4f} Y {:.4f}".format(entry["valid"]["X"]["mrr"], entry["valid"]["Y"]["mrr"])
             tqdm.write(f"epoch {epoch}: loss {loss if loss is None else round(loss, 4)}{shown}")
         if procs.is_main:
-            atomic_write_text(out / "log.jsonl", "".join(_json_line(e) for e in state["history"]))
+            append_line(log, _json_line(entry).rstrip("\n"))
         if "valid" in entry and trainable and procs.is_main:
             atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": _state_to_ckpt(state),
                                      "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"]})

@@ -3,7 +3,9 @@
 A claim compares two table rows (``row`` against ``base``). On each data set whose tables hold both,
 the evidence is the per-seed difference of sampled MRR (x100) in each domain, paired by seed: its
 mean and a 95% t-interval over seeds. The verdict word follows the interval: *supports* (above 0),
-*contradicts* (below 0), *inconclusive* (it contains 0, or one seed). A claim whose rows did not run
+*contradicts* (below 0), *inconclusive* (it contains 0, or one seed, or the mean difference is no larger
+than the data set's measured kernel spread: how much the same claim's difference moved when the same build
+ran on other CPU kernels, ``scripts/kernel_spread.py``). A claim whose rows did not run
 on a data set (FK-mini has no images or titles) is *not tested* there, with the reason. The papers'
 gain for the same comparison is quoted beside it (``paper_numbers.json``).
 """
@@ -117,8 +119,18 @@ def _pick(table: dict, name: str, d: str, exclude: str) -> dict | None:
     return max(rows, key=lambda r: r["metrics_average_ties"]["sampled"][d]["mrr"]["mean"], default=None)
 
 
-def evidence(claim: Claim, tables: list[dict]) -> dict:
-    """Per domain: the rows compared, mean difference, 95% interval over seeds, verdict."""
+SPREADS = "results/kernel-spread"  # <data set>.json: the measured kernel spread of a data set's differences
+
+
+def kernel_spread(path: str | Path) -> float | None:
+    """The kernel spread a ``scripts/kernel_spread.py`` file measured (MRR x100), or None without one."""
+    path = Path(path)
+    return float(json.loads(path.read_text())["spread"]) if path.is_file() else None
+
+
+def evidence(claim: Claim, tables: list[dict], spread: float | None = None) -> dict:
+    """Per domain: the rows compared, mean difference, 95% interval over seeds, verdict. ``spread``: a
+    difference whose size is at most this is no difference (inconclusive, ``within_spread``)."""
     from scipy import stats
 
     ordered = sorted(tables, key=lambda t: t["table"] != claim.table)  # the claim's own table first
@@ -149,24 +161,28 @@ def evidence(claim: Claim, tables: list[dict]) -> dict:
         lo, hi = mean - half, mean + half
         verdict = ("inconclusive" if not np.isfinite(half) else
                    "supports" if lo > 0 else "contradicts" if hi < 0 else "inconclusive")
+        within = spread is not None and abs(mean) <= spread
+        if within:
+            verdict = "inconclusive"
         rising = [r["row"] for r in (a, b) if (r.get("still_rising") or {}).get(d)]
         out[d] = {"row": a["row"], "base": b["row"], "table": t["table"], "seeds": len(seeds), "per_seed": diff.tolist(),
                   "still_rising": rising,
-                  "mean": mean, "ci95": [lo, hi], "verdict": verdict,
+                  "mean": mean, "ci95": [lo, hi], "verdict": verdict, "spread": spread, "within_spread": within,
                   "row_mrr": a["metrics"]["sampled"][d]["mrr"]["mean"], "base_mrr": b["metrics"]["sampled"][d]["mrr"]["mean"],
                   "domain": d}
     return out
 
 
-def verdict(datasets: dict[str, list]) -> list[dict]:
-    """``datasets``: name -> table JSON paths, or the tables already loaded (``load_tables``). One entry
-    per claim with the evidence of each data set."""
+def verdict(datasets: dict[str, list], spreads: dict[str, float | None] | None = None) -> list[dict]:
+    """``datasets``: name -> table JSON paths, or the tables already loaded (``load_tables``); ``spreads``:
+    name -> measured kernel spread (``kernel_spread``). One entry per claim with the evidence of each data set."""
+    spreads = spreads or {}
     loaded = {name: ts if all(isinstance(t, dict) for t in ts) else load_tables(ts) for name, ts in datasets.items()}
     rows = []
     for c in CLAIMS:
         rows.append({"claim": c.claim, "compares": f"{c.row} vs {c.base}", "paper_table": c.table,
                      "quoted_gain_x": quoted_gain(c), "settle": c.settle,
-                     "evidence": {name: evidence(c, tabs) if tabs else {d: {"verdict": "not tested", "why": "no results"} for d in DOMAINS}
+                     "evidence": {name: evidence(c, tabs, spreads.get(name)) if tabs else {d: {"verdict": "not tested", "why": "no results"} for d in DOMAINS}
                                   for name, tabs in loaded.items()},
                      "labels": {name: (tabs[0]["label"] if tabs else "") for name, tabs in loaded.items()}})
     return rows
@@ -178,7 +194,8 @@ def cell(e: dict) -> str:
         return f"not tested: {e['why']}"
     ci = "" if not np.isfinite(e["ci95"][0]) else f" [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}]"
     rising = f"; not converged: {', '.join(e['still_rising'])} still rising at the last epoch" if e.get("still_rising") else ""
-    return f"**{e['verdict']}**: {e['mean']:+.2f}{ci} ({e['row']} vs {e['base']}, {e['seeds']} seeds{rising})"
+    spread = f"; inside the kernel spread ±{e['spread']:.2f}" if e.get("within_spread") else ""
+    return f"**{e['verdict']}**: {e['mean']:+.2f}{ci} ({e['row']} vs {e['base']}, {e['seeds']} seeds{rising}{spread})"
 
 
 def long_frame(rows: list[dict]):

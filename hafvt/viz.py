@@ -84,13 +84,31 @@ def popularity_buckets(counts: np.ndarray, edges=(0, 1, 5, 20)) -> dict[str, int
 # --------------------------------------------------------------------------- training
 
 
+def read_jsonl(path: str | Path) -> list:
+    """The records of a JSON-lines log; a torn last line (a writer killed mid-line) is dropped, a
+    malformed line elsewhere is an error naming the file and line."""
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    out = []
+    for k, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k == len(lines):  # the last line has no newline: torn by a kill
+                break
+            raise ValueError(f"{path}:{k}: not a JSON line ({e.msg})") from None
+    return out
+
+
 def read_history(run_dir: str | Path) -> list[dict]:
     """Per-epoch log of a run: ``results.json``'s history, else ``log.jsonl`` (a run in progress)."""
     run_dir = Path(run_dir)
     res = run_dir / "results.json"
     if res.is_file():
         return json.loads(res.read_text())["history"]
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    return read_jsonl(run_dir / "log.jsonl")
 
 
 def plot_training_curves(histories: dict[str, list[dict]], metric: str = "mrr", label: str = ""):

@@ -15,6 +15,25 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--no-first-run"]
 
 
+def git(cwd, *args) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def clone_repo(dest: Path) -> Path:
+    """A clone of the committed repository (what CI and a new user get), with a committer set; skips the
+    test where the repository is not a git checkout."""
+    import pytest
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    git(REPO, "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest))
+    git(dest, "config", "user.email", "t@example.org")
+    git(dest, "config", "user.name", "t")
+    return dest
+
+
 def find_chromium() -> str | None:
     for cand in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if cand and (shutil.which(cand) or Path(cand).is_file()):

@@ -15,7 +15,7 @@ from hafvt.config import load_config
 from hafvt.data.c2dsr import data_hash
 from hafvt.provenance import ABSOLUTE, check, git_commit, portable, source_hash
 from hafvt.train import run
-from helpers import REPO, tiny_demo
+from helpers import REPO, clone_repo, tiny_demo
 
 
 def _git(cwd, *args):
@@ -30,13 +30,7 @@ def _edited_record() -> dict:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A clone of the committed repository (what CI and a new user get)."""
-    if not (REPO / ".git").exists():
-        pytest.skip("not a git checkout")
-    dest = tmp_path_factory.mktemp("clone") / "hafvt"
-    _git(REPO, "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest))
-    _git(dest, "config", "user.email", "t@example.org")
-    _git(dest, "config", "user.name", "t")
-    return dest
+    return clone_repo(tmp_path_factory.mktemp("clone") / "hafvt")
 
 
 def test_committed_results_are_made_by_the_committed_sources(clone):
@@ -47,10 +41,14 @@ def test_committed_results_are_made_by_the_committed_sources(clone):
 
 
 def test_one_character_change_to_the_model_makes_the_book_stale(clone, tmp_path):
+    """A changed constant stales every result it counts for (a certified one too: its certificate names the
+    sources before the change, and the problem names the file changed since)."""
     work = tmp_path / "w"
     shutil.copytree(clone, work, ignore=shutil.ignore_patterns(".git"))
     model = work / "hafvt" / "models" / "hafvt.py"
-    model.write_text(model.read_text() + "#")
+    text = model.read_text()
+    assert text.count("std=0.02") == 1
+    model.write_text(text.replace("std=0.02", "std=0.03"))
     problems = check(root=work)
     stale = {p["file"] for p in problems if p["problem"].startswith("stale")}
     assert {f"book/notebooks/{n}" for n in ("03_training.ipynb", "04_main_results.ipynb")} <= stale
@@ -271,3 +269,34 @@ def test_a_cli_table_depends_on_its_own_parameters_file_only(tmp_path):
     del rec["parameters_file"]  # a plain `hafvt train`: no parameters file counts
     f.write_text(json.dumps({"provenance": rec}))
     assert check([f]) == []
+
+
+def test_records_name_the_cpu_kernels_and_threads(monkeypatch):
+    """What decides a CPU run's float32 rounding is in every record: model, flags, ATen capability, threads, env."""
+    import torch
+
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    cpu = provenance.record()["cpu"]
+    assert cpu["model"] and cpu["aten_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu["threads"] == torch.get_num_threads() and cpu["env"]["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert set(cpu["flags"]) <= set(provenance.CPU_FLAGS)
+    assert provenance.record()["digest"] == provenance.DIGEST == "ast-1"
+
+
+def test_records_of_the_byte_scheme_are_compared_as_bytes(tmp_path):
+    """A record made before the ast-1 digests (no "digest" field) is checked against byte digests: a
+    comment added since stales it, as it did then; the same record in ast-1 stays fresh."""
+    work = tmp_path / "w"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".git", ".venv", "build", "results", "book", "*.egg-info"))
+    rec = {**provenance.record(), "dirty": True}
+    old = {**rec, "sources": provenance.source_manifest(work, "bytes")}
+    old["source_hash"] = provenance.manifest_hash(old["sources"])
+    del old["digest"]
+    new = {**rec, "sources": provenance.source_manifest(work), "source_hash": provenance.source_hash(work)}
+    for name, r in (("old", old), ("new", new)):
+        (work / f"{name}.json").write_text(json.dumps({"provenance": r, "config": {}}))
+    assert check([work / "old.json", work / "new.json"], root=work) == []
+    f = work / "hafvt" / "train.py"
+    f.write_text(f.read_text() + "\n# a comment\n")
+    problems = check([work / "old.json", work / "new.json"], root=work)
+    assert [(p["file"], p["changed"]) for p in problems] == [("old.json", ["hafvt/train.py"])]

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from hafvt.verdict import BEST_BASELINE, CLAIMS, Claim, committed_datasets, evidence, load_tables, quoted_gain, training_protocol, verdict
+from hafvt.verdict import (BEST_BASELINE, CLAIMS, Claim, cell, committed_datasets, evidence, kernel_spread, load_tables, quoted_gain,
+                           training_protocol, verdict)
 
 
 def row(name, values_x, values_y=None, role="proposed", count_based=False):
@@ -32,6 +33,22 @@ def test_interval_and_verdict_words():
     half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)
     e = evidence(c, [t2])["X"]
     assert e["verdict"] == "inconclusive" and e["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+
+
+def test_a_difference_inside_the_kernel_spread_is_no_difference(tmp_path):
+    c = Claim("c", "a", "b", 4, None, "")
+    t = table(4, [row("a", [10, 10.2, 10.1], [20, 20, 20.1]), row("b", [9, 9.1, 9.0], [21, 21.2, 21.1])])
+    assert [evidence(c, [t])[d]["verdict"] for d in ("X", "Y")] == ["supports", "contradicts"]
+    e = evidence(c, [t], spread=1.2)  # |+1.07| and |-1.07| are inside, a larger difference is not
+    assert [e[d]["verdict"] for d in ("X", "Y")] == ["inconclusive", "inconclusive"] and e["X"]["within_spread"]
+    assert "inside the kernel spread ±1.20" in cell(e["X"])
+    assert evidence(c, [t], spread=1.0)["X"]["verdict"] == "supports"
+    f = tmp_path / "demo.json"
+    f.write_text(json.dumps({"spread": 0.25}))
+    assert kernel_spread(f) == 0.25 and kernel_spread(tmp_path / "absent.json") is None
+    rows = verdict({"d": [table(4, [row("id-merged", [9, 9.1, 9.0]), row("id-hier", [10, 10.2, 10.1])])]}, {"d": 1.2})
+    e = next(r for r in rows if r["compares"] == "id-hier vs id-merged")["evidence"]["d"]["X"]
+    assert e["verdict"] == "inconclusive" and e["within_spread"]
 
 
 def test_missing_rows_are_not_tested_and_best_baseline_is_chosen_per_domain():

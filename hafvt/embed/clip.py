@@ -31,7 +31,7 @@ import hafvt
 from hafvt.data.catalogue import domain_counts, item_list_hash, read_catalogue
 from hafvt.embed.cache import MANIFEST, SOURCES, cache_dir, default_cache_name
 from hafvt.embed.images import FALLBACK, image_file
-from hafvt.io import atomic_save_npy, atomic_save_npz, atomic_write_json
+from hafvt.io import atomic_save_npy, atomic_save_npz, atomic_write_json, remove_stale_temps
 
 RANDOM_INIT = "random-init"
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -487,6 +487,8 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
                              f"pass --overwrite or choose another --name")
         if out.exists() and (overwrite or old != plan):
             shutil.rmtree(out)
+        for folder in (out, shards):  # what a killed earlier attempt was writing
+            remove_stale_temps(folder)
         if not (out / MANIFEST).is_file():
             atomic_write_json(shards / "plan.json", plan)
     _barrier(world)

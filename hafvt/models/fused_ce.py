@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from hafvt.models.lookup import rows
+
 # Elements of one chunk of scores (rows x items): 2^27 float32 = 512 MiB.
 CHUNK_ELEMS = 1 << 27
 
@@ -85,4 +87,4 @@ def chunked_logsumexp(q: torch.Tensor, E: torch.Tensor, mask: torch.Tensor | Non
 def fused_softmax_nll(q: torch.Tensor, E: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
                       chunk_elems: int = CHUNK_ELEMS) -> torch.Tensor:
     """-log softmax(q E^T)[target] per row, as ``hafvt.models.hafvt.softmax_nll``, in row chunks."""
-    return chunked_logsumexp(q, E, mask, chunk_elems) - (q.float() * E[target].float()).sum(-1)
+    return chunked_logsumexp(q, E, mask, chunk_elems) - (q.float() * rows(E, target).float()).sum(-1)

@@ -26,6 +26,7 @@ from hafvt.config import Config, modality_weights
 from hafvt.data.batches import VIEW_INDEX, target_rows
 from hafvt.models import fused_ce
 from hafvt.models.attention import Encoder, run_stacked
+from hafvt.models.lookup import rows
 
 # The training loss core: True = the row-chunked fused form (hafvt.models.fused_ce), which never
 # holds the (targets x items) scores; False = ``softmax_nll`` below, the plain reference form.
@@ -41,7 +42,7 @@ def softmax_nll(q: torch.Tensor, E: torch.Tensor, target: torch.Tensor, mask: to
     logits = q @ E.T
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
-    return torch.logsumexp(logits.float(), dim=-1) - (q.float() * E[target].float()).sum(-1)
+    return torch.logsumexp(logits.float(), dim=-1) - (q.float() * rows(E, target).float()).sum(-1)
 
 
 def mix_modalities(P: dict, w: dict):
@@ -105,7 +106,7 @@ class HAFVT(nn.Module):
     def encode(self, batch: dict, v: str, m: str, need_weights: bool = False):
         """H^V_m = Attention(F^V_m), eq. (1)."""
         i = VIEW_INDEX[v]
-        F_seq = self.table(m)[batch["seq"][:, i]]
+        F_seq = rows(self.table(m), batch["seq"][:, i])
         return self.enc[f"{v}_{m}"](F_seq, batch["pos"][:, i], need_weights)
 
     def encode_all(self, batch: dict, pairs: list[tuple[str, str]], need_weights: bool = False) -> dict:
@@ -116,7 +117,7 @@ class HAFVT(nn.Module):
         out = {}
         for d in dict.fromkeys(self.table(m).shape[1] for _, m in pairs):
             group = [(v, m) for v, m in pairs if self.table(m).shape[1] == d]
-            F_seq = torch.stack([self.table(m)[batch["seq"][:, VIEW_INDEX[v]]] for v, m in group])
+            F_seq = torch.stack([rows(self.table(m), batch["seq"][:, VIEW_INDEX[v]]) for v, m in group])
             pos = torch.stack([batch["pos"][:, VIEW_INDEX[v]] for v, _ in group])
             H, weights = self.run_stacked([self.enc[f"{v}_{m}"] for v, m in group], F_seq, pos, need_weights)
             for k, pair in enumerate(group):

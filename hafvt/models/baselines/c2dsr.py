@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX
 from hafvt.data.c2dsr import Scenario
+from hafvt.models import lookup
 from hafvt.models.attention import Encoder
 from hafvt.models.baselines.base import item_table
 
@@ -162,7 +163,7 @@ class C2DSR(nn.Module):
         return seq - self.n_x if v == "y" else seq
 
     def encode(self, T: dict, seq: torch.Tensor, pos: torch.Tensor, v: str) -> torch.Tensor:
-        return self.enc[v](T[v][self.rows(seq, v)], pos)[0]
+        return self.enc[v](lookup.rows(T[v], self.rows(seq, v)), pos)[0]
 
     def hidden(self, T: dict, batch: dict) -> dict[str, torch.Tensor]:
         """H^X, H^Y, H^{X+Y}: (B, L, d) each."""
