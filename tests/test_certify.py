@@ -102,6 +102,7 @@ def test_an_unloaded_file_and_a_notebook_source_do_not_stale_a_cli_run(repo):
     assert [p["changed"] for p in _stale(repo)] == [["hafvt/models/baselines/sasrec.py"]]
 
 
+@pytest.mark.slow
 def test_a_pure_rename_is_certified_and_check_accepts_it(repo):
     _edit(repo, "hafvt/train.py", "_seed_epoch(", "_epoch_rng(", count=2)
     assert _stale(repo), "a rename changes the AST: stale until certified"
@@ -116,6 +117,7 @@ def test_a_pure_rename_is_certified_and_check_accepts_it(repo):
     assert "changed since" in p["problem"]
 
 
+@pytest.mark.slow
 def test_a_forged_certificate_is_rejected(repo):
     _edit(repo, "hafvt/train.py", "_seed_epoch(", "_epoch_rng(", count=2)
     [rep] = certify([repo / RESULT], root=repo, progress=False)
@@ -133,6 +135,7 @@ def test_a_forged_certificate_is_rejected(repo):
         assert any(p["problem"].startswith("stale") for p in problems)
 
 
+@pytest.mark.slow
 def test_a_changed_constant_is_refused_because_the_probe_differs(repo):
     _edit(repo, "hafvt/models/baselines/base.py", "std=0.02", "std=0.03")
     [rep] = certify([repo / RESULT], root=repo, progress=False)
@@ -141,6 +144,7 @@ def test_a_changed_constant_is_refused_because_the_probe_differs(repo):
     assert _stale(repo)
 
 
+@pytest.mark.slow
 def test_an_edit_in_a_branch_the_probe_does_not_run_is_refused(repo):
     _edit(repo, "hafvt/train.py", 'return torch.autocast("cuda", dtype=torch.bfloat16)',
           'return torch.autocast("cuda", dtype=torch.float16)')
