@@ -1,6 +1,6 @@
 """Atomic writes: a cache or result file is either the old one or the whole new one.
 
-A writer killed mid-write leaves at most its temporary file (``.NAME.XXXXXXXX.tmp``) beside the
+A writer killed mid-write leaves at most its temporary file (``.NAME.<8 random characters>.tmp``) beside the
 target; ``remove_stale_temps`` removes those of a folder when the command that owns it starts
 again. Logs grow by whole lines (``append_line``); ``hafvt.viz.read_jsonl`` drops a torn last line.
 """
