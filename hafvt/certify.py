@@ -2,11 +2,14 @@
 what it computes.
 
 ``certify`` takes each stale result (a JSON results file whose recorded sources differ from the current
-ones in files that count for it), runs ``hafvt/probe.py`` on every configuration it holds, once under the
-recorded sources (a git worktree at the recorded commit) and once under the current ones (measured with
-``coverage``), and writes ``results/certificates/<old>-<new>.json`` only when the probe digests are equal
-**and** every changed statement of the current sources ran in the probe. ``check`` accepts a stale record
-that a valid certificate names. A certificate carries a digest of its own content: an edited manifest,
+ones in files that count for it), runs ``hafvt/probe.py`` on every configuration it holds and on the
+command line, once under the recorded sources (a git worktree at the recorded commit) and once under the
+current ones (measured with ``coverage``), and writes ``results/certificates/<old>-<new>.json`` only when
+the probe digests are equal **and** every changed statement of the current sources ran in the probe, except
+statements on an error path (``error_only_statements``: they end in ``raise``, so a result that exists did
+not pass through them) and, for a record that does not list its imports, files that the commands it was
+made with import under neither tree (the probe measures that in a process of its own). ``check`` accepts a
+stale record that a valid certificate names. A certificate carries a digest of its own content: an edited manifest,
 digest or result list makes it invalid.
 """
 from __future__ import annotations
@@ -31,7 +34,9 @@ from hafvt import provenance as P
 from hafvt.io import atomic_write_json
 
 CERTIFICATES = "results/certificates"
-VERSION = 1
+VERSION = 2  # 2: the probe runs the command line too; a changed statement may be left unrun on an error path only,
+# or in a file that the commands the results were made with do not import (under either tree). 1 is still read.
+READ_VERSIONS = (1, 2)
 # pyproject.toml keys whose change alters what the package computes; the rest (extras, tool settings) cannot
 PYPROJECT_KEYS = (("project", "dependencies"), ("project", "requires-python"), ("build-system",))
 
@@ -46,7 +51,7 @@ def certificate_digest(cert: dict) -> str:
 
 def certificate_problem(cert: dict) -> str | None:
     """Why a certificate is not valid (None: it is)."""
-    if cert.get("kind") != "certificate" or cert.get("version") != VERSION:
+    if cert.get("kind") != "certificate" or cert.get("version") not in READ_VERSIONS:
         return "not a certificate of this version"
     if cert.get("digest") != certificate_digest(cert):
         return "its digest does not match its content (edited by hand?)"
@@ -117,6 +122,24 @@ def _docstring_lines(tree: ast.AST) -> set[int]:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 lines |= set(range(first.lineno, first.end_lineno + 1))
     return lines
+
+
+# statements after which a block can go on other than by raising (or leave the block other than at its end)
+_NOT_ERROR_ONLY = (ast.Return, ast.Yield, ast.YieldFrom, ast.Await, ast.Break, ast.Continue, ast.For, ast.AsyncFor,
+                   ast.While, ast.With, ast.AsyncWith, ast.Try, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def error_only_statements(tree: ast.AST) -> set[int]:
+    """First lines of the statements that run only on the way to an exception: those of a block (a body, an
+    else or an except handler) that ends in ``raise`` and holds no loop, return, yield, with, try or def. A
+    result that exists was made on a path where none of them ran to its end, so none can change it."""
+    out = set()
+    for node in ast.walk(tree):
+        for block in (getattr(node, "body", None), getattr(node, "orelse", None)):
+            if isinstance(block, list) and block and isinstance(block[-1], ast.Raise) and \
+                    not any(isinstance(n, _NOT_ERROR_ONLY) for s in block for n in ast.walk(s)):
+                out |= {n.lineno for s in block for n in ast.walk(s) if isinstance(n, ast.stmt)}
+    return out
 
 
 def _code_lines(text: str) -> list[str]:
@@ -206,7 +229,8 @@ def _variants(specs: dict, changed: list[str], root: Path) -> list[dict]:
     return out
 
 
-def _run_probe(tree: Path, specs: list[dict], work: Path, coverage_of: Path | None = None) -> dict[str, str]:
+def _run_probe(tree: Path, specs: list[dict], work: Path, coverage_of: Path | None = None) -> dict:
+    """``{"digests": {spec id | "embeddings" | "commands": digest}, "loaded": [files the recorded commands import]}``."""
     driver = work / "probe_driver.py"  # a copy: run from hafvt/, the script's folder would shadow modules
     shutil.copy(Path(__file__).with_name("probe.py"), driver)
     spec_file, out_file = work / "specs.json", work / f"digests-{len(list(work.iterdir()))}.json"
@@ -218,7 +242,8 @@ def _run_probe(tree: Path, specs: list[dict], work: Path, coverage_of: Path | No
                f"--include={tree.resolve()}/hafvt/*", *cmd[1:]]
     res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if res.returncode != 0:
-        raise RuntimeError(f"probe under {tree} failed:\n{res.stderr[-3000:]}")
+        raise _Refused(f"the probe failed under {tree.name if tree != P.REPO else 'the current sources'}: "
+                       + (res.stderr.strip().splitlines() or ["no message"])[-1])
     return json.loads(out_file.read_text())
 
 
@@ -248,15 +273,10 @@ def stale_records(paths=None, root: Path = P.REPO) -> list[tuple[str, dict, dict
         if f.parent.name == "certificates":
             continue
         data = json.loads(f.read_text())
-        recs = P.records_in(f)
-        for r in recs:
-            if r.get("kind") == "benchmark" or "sources" not in r:
-                continue
-            uses = P._uses_embeddings(data)
-            mine = current(P.scheme_of(r))
-            if r["source_hash"] != P.manifest_hash(mine) and P._changed(r["sources"], mine, r, uses):
-                if certificate_for(r, P.portable(f, root), certs, current, uses)[0] is None:
-                    out.append((P.portable(f, root), r, data))
+        uses = P._uses_embeddings(data)
+        for r in P.records_in(f):
+            if "sources" in r and P.stale_sources(r, P.portable(f, root), uses, current, certs, root)[0]:
+                out.append((P.portable(f, root), r, data))
     return out
 
 
@@ -325,9 +345,11 @@ def _certify_group(commit: str, scheme: str, items: list, root: Path, progress: 
                       file=sys.stderr)
             work = tmp / "work"
             work.mkdir()
-            old_digests = _run_probe(tree, specs, work)
-            new_digests = _run_probe(root, specs, work, coverage_of=tmp / "coverage")
+            old_run = _run_probe(tree, specs, work)
+            new_run = _run_probe(root, specs, work, coverage_of=tmp / "coverage")
             executed = _executed(tmp / "coverage", root)
+            old_digests, new_digests = old_run["digests"], new_run["digests"]
+            imported = set(old_run["loaded"]) | set(new_run["loaded"])
         finally:
             P._git("worktree", "remove", "--force", str(tree), root=root)
     differ = sorted(k for k in old_digests if old_digests[k] != new_digests.get(k))
@@ -337,8 +359,14 @@ def _certify_group(commit: str, scheme: str, items: list, root: Path, progress: 
         raise _Refused(f"probe outputs differ for {len(differ)} of {len(specs)} configurations ({', '.join(rows)})")
     changed = {}
     for f, lines in sorted(must_run.items()):
+        if f not in imported and all("loaded" not in r for _, r, _ in items):  # nor could the results have run it
+            changed[f] = {"statements": sorted(lines), "not_run": [], "not_imported": True, "covered": True}
+            continue
+        error_only = error_only_statements(ast.parse((root / f).read_bytes()))
         missed = sorted(lines - executed.get(f, set()))
-        changed[f] = {"statements": sorted(lines), "not_run": missed, "covered": not missed}
+        changed[f] = {"statements": sorted(lines), "not_run": [ln for ln in missed if ln not in error_only],
+                      "error_paths": [ln for ln in missed if ln in error_only]}
+        changed[f]["covered"] = not changed[f]["not_run"]
     uncovered = {f: c["not_run"] for f, c in changed.items() if not c["covered"]}
     if uncovered:
         raise _Refused("changed lines not covered by the probe: " + "; ".join(f"{f} lines {v}" for f, v in uncovered.items()))
@@ -349,7 +377,9 @@ def _certify_group(commit: str, scheme: str, items: list, root: Path, progress: 
         "results": {rel: P.record_digest(r) for rel, r, _ in sorted(items, key=lambda x: x[0])},
         "probe": {"rows": [{"id": s["id"], "model": s["config"].get("model"), "seed": s["seed"]} for s in specs],
                   "old": old_digests, "new": new_digests, "overrides": _probe_overrides(),
-                  "scenario": "demo tiny, seed 0, without images; random image/title tables and the oracle cache"},
+                  "imported": {"old": old_run["loaded"], "new": new_run["loaded"]},
+                  "scenario": "demo tiny, seed 0, with images: the embedding pipeline (random-init open_clip) and the "
+                              "oracle cache; the command line on a tiny demo of seed 1 (hafvt/probe.py)"},
         "changed": changed,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": P.versions(), "cpu": P.cpu_info(),

@@ -17,6 +17,7 @@ COMMANDS = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hafvt", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -29,13 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What bad input raises: a missing or unreadable file, a bad value (hafvt raises ValueError naming the
+# file and line or the key). Anything else is a bug: one line too, the traceback behind --debug.
+EXPECTED = (ValueError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"hafvt {args.command}: error: {e}", file=sys.stderr)
+    except EXPECTED as e:
+        if args.debug:
+            raise
+        print(f"hafvt {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - not an expected error: say so, keep the traceback for --debug
+        if args.debug:
+            raise
+        print(f"hafvt {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text += f": {e.filename}"
+    return text
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ class Config:
 
     # ------------------------------------------------------------------ helpers
     def validate(self) -> "Config":
+        """Every key's type and range (``RANGES``), the choices of the string keys, the modality weights."""
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), type(f.default) if f.default is not MISSING else list)
+        for key, rule in RANGES.items():
+            value = getattr(self, key)
+            for op, bound in rule:
+                if not _OPS[op](value, bound):
+                    raise ValueError(f"config key {key} must be {' and '.join(f'{o} {b:g}' for o, b in rule)}, got {value:g}")
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
@@ -106,10 +114,6 @@ class Config:
             if bad:
                 raise ValueError(f"alpha={self.alpha}, beta={self.beta} give modality weights {w} for {self.modalities}; "
                                  f"each must be > 0 (non-positive: {sorted(bad)})")
-        if self.psjnet_k < 1:
-            raise ValueError(f"psjnet_k must be >= 1, got {self.psjnet_k}")
-        if self.patience < 0 or self.eval_every < 1:
-            raise ValueError(f"patience must be >= 0 and eval_every >= 1, got {self.patience} and {self.eval_every}")
         return self
 
     def to_dict(self) -> dict:
@@ -120,6 +124,28 @@ class Config:
 
     def view_names(self) -> tuple[str, ...]:
         return ("xy",) if self.views == "merged" else VIEWS
+
+
+# The allowed range of every numeric key (a zero q, n_neg or temperature gave perfect or undefined scores);
+# alpha and beta are bounded by the modality weights they give (each > 0, checked in validate).
+RANGES = {k: (rule,) if isinstance(rule[0], str) else rule for k, rule in {
+    **dict.fromkeys(("q", "maxlen", "n_blocks", "n_heads", "batch_size", "epochs", "eval_every", "n_neg", "hidden",
+                     "transitions_k", "psjnet_k", "mifn_neighbors"), (">=", 1)),
+    **dict.fromkeys(("patience", "candidate_seed", "lambda1", "lambda2", "lr", "l2", "tricdr_cl_weight",
+                     "tricdr_triplet_weight", "tricdr_margin"), (">=", 0)),
+    "dropout": ((">=", 0), ("<", 1)),
+    "temperature": (">", 0),
+}.items()}
+_OPS = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+
+
+def _check_type(key: str, value, t: type) -> None:
+    ok = isinstance(value, t) and not (t is int and isinstance(value, bool))
+    if t is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise ValueError(f"config key {key}: expected {_TYPE_NAMES[t]}, got {value!r}")
 
 
 def modality_weights(cfg: Config) -> dict[str, float]:
@@ -140,6 +166,21 @@ def parse_value(text: str):
     return yaml.safe_load(text)
 
 
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML file that must hold one mapping (a config, a parameters file); a syntax error names its line."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got a {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
     """Read a YAML config (unknown keys are an error, naming the file) and apply overrides."""
     data = {}
@@ -147,20 +188,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_mapping(path)
         data.setdefault("name", path.stem)
     known = {f.name for f in fields(Config)}
-    if isinstance(overrides, dict):
-        data.update(overrides)
-    else:
-        for item in overrides or []:
-            if "=" not in item:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            key, value = item.split("=", 1)
-            data[key.strip()] = parse_value(value)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path or 'overrides'}: unknown config key(s): {', '.join(unknown)}")
+    over = dict(overrides) if isinstance(overrides, dict) else {}
+    for item in [] if isinstance(overrides, dict) else overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        over[key.strip()] = parse_value(value)
+    for where, keys in ((path, data), ("--set", over)):
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown config key(s): {', '.join(unknown)}")
+    data.update(over)
     return Config(**_coerce(data)).validate()
 
 

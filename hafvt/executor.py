@@ -3,14 +3,18 @@
 Small runs (the FK-mini tables, the demo) leave a GPU mostly idle; ``workers > 1`` trains that
 many runs at the same time on the same device, each in its own process (``spawn``: no CUDA state
 is shared). A run whose directory is complete is never redone, so an interrupted batch of runs
-resumes. Every run writes its own ``results.json`` atomically (``hafvt.train.run``).
+resumes; a finished run is reused only when it was made for the job asked for (``pending``). Every run
+writes its own ``results.json`` atomically (``hafvt.train.run``). A run that fails, with any exception or
+a worker process that dies, is reported as that run's error and the others go on.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,6 +34,58 @@ def finished(rd: Path) -> bool:
     return (Path(rd) / "results.json").is_file() and (Path(rd) / "test_ranks.npz").is_file()
 
 
+def reuse_problem(job: Job, scenario_dir, data_hashes: dict, current, certs=None) -> str | None:
+    """Why the finished run in ``job.out`` cannot stand for ``job`` (None: it can): another config, seed or
+    data than the job's, or sources that changed since in files that count for it (and no certificate)."""
+    from hafvt import provenance
+    from hafvt.candidates import candidates_path
+    from hafvt.config import Config
+    from hafvt.data.c2dsr import data_hash
+
+    f = Path(job.out) / "results.json"
+    try:
+        res = json.loads(f.read_text())
+        prov = res["provenance"]
+        cfg = Config(**job.cfg)
+        if prov["config_hash"] != cfg.hash():
+            old = res.get("config", {})
+            diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in sorted(job.cfg.items()) if old.get(k, v) != v or k not in old]
+            return f"made with another config ({', '.join(diff[:4]) or 'config hash ' + prov['config_hash']})"
+        if prov["seed"] != job.seed:
+            return f"made with seed {prov['seed']}, not {job.seed}"
+        key = (cfg.n_neg, cfg.candidate_seed)
+        if key not in data_hashes:
+            files = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
+            data_hashes[key] = data_hash(scenario_dir, [c for c in files if c.is_file()])
+        if prov["data_hash"] != data_hashes[key]:
+            return f"made from other data (data hash {prov['data_hash'][:12]}, this scenario's is {data_hashes[key][:12]})"
+        changed, _ = provenance.stale_sources(prov, provenance.portable(f), prov.get("embeddings") is not None, current, certs)
+        if changed:
+            return f"made by sources that changed since ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''})"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its results.json is unreadable ({type(e).__name__}: {e})"
+    return None
+
+
+def pending(scenario_dir, jobs: list[Job]) -> list[Job]:
+    """The jobs whose run is not finished. A finished run stands for its job only when ``reuse_problem``
+    finds nothing; otherwise nothing runs and the ValueError names the runs and what differs (delete them
+    or choose another output folder: a run is never overwritten)."""
+    from hafvt import provenance
+    from hafvt.certify import load_certificates
+
+    current, certs, hashes, todo, bad = provenance._Current(provenance.REPO), load_certificates(), {}, [], []
+    for j in jobs:
+        if not finished(j.out):
+            todo.append(j)
+        elif (why := reuse_problem(j, scenario_dir, hashes, current, certs)) is not None:
+            bad.append(f"{j.out}: {why}")
+    if bad:
+        raise ValueError(f"{len(bad)} finished run(s) in the output folder were not made for this command, e.g. {bad[0]}; "
+                         "use another --out, or delete those runs to train them again")
+    return todo
+
+
 def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invocation: dict | None, threads: int,
            scenario=None) -> str | None:
     """One run; returns an error message for the expected failures (e.g. a missing embedding cache)."""
@@ -45,23 +101,35 @@ def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invoc
         torch.set_num_threads(threads)
     try:
         run(scenario_dir, Config(**cfg).validate(), out, device=device, seed=seed, progress=False, scenario=scenario)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        return f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 - any failure is this run's, reported with the table (not its end)
+        return _error(e)
     return None
 
 
+def _error(e: BaseException) -> str:
+    """One line for a run's failure; an unexpected type names where it was raised."""
+    import traceback
+
+    text = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    if not isinstance(e, (OSError, ValueError)):
+        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+        text += "".join(f" (at {Path(fr.filename).name}:{fr.lineno})" for fr in last)
+    return text
+
+
 def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1, progress: bool = True,
-            desc: str = "runs", scenario=None, deadline: float | None = None) -> list[dict]:
+            desc: str = "runs", scenario=None, deadline: float | None = None, target=None) -> list[dict]:
     """Run every unfinished job, in order; returns ``[{"label", "error"}]`` for the runs that failed.
 
     ``deadline`` (a ``time.monotonic()`` value): no run starts after it; the runs not started are
-    reported as errors ("time budget"), and a later call with the same jobs resumes them.
+    reported as errors ("time budget"), and a later call with the same jobs resumes them. ``target``:
+    what a worker process runs for a job (default ``_train``; same arguments and return).
     """
     from tqdm.auto import tqdm
 
     from hafvt.provenance import invocation
 
-    todo = [j for j in jobs if not finished(j.out)]
+    todo = pending(scenario_dir, jobs)
     errors = []
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="run", disable=not progress)
 
@@ -75,28 +143,35 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
         return deadline is not None and time.monotonic() > deadline
 
     inv = invocation()
-    pending = list(todo)
+    queue = list(todo)
+    target = _train if target is None else target
     if workers <= 1 or len(todo) <= 1:
-        while pending and not late():
-            job = pending.pop(0)
+        while queue and not late():
+            job = queue.pop(0)
             bar.set_postfix_str(job.label)
-            done(job, _train(str(scenario_dir), job.cfg, str(job.out), device, job.seed, None, 0, scenario))
+            done(job, target(str(scenario_dir), job.cfg, str(job.out), device, job.seed, None, 0, scenario))
     else:
         # CPU threads per worker: the cores shared out (on a GPU too: 14 workers of 16 threads each on 16
         # cores left their host-side work contending; the GPU kernels do not need the threads)
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            running = {}
-            while pending or running:
-                while pending and len(running) < workers and not late():
-                    j = pending.pop(0)
-                    running[pool.submit(_train, str(scenario_dir), j.cfg, str(j.out), device, j.seed, inv, threads)] = j
-                if not running:
-                    break
-                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in finished_now:
-                    done(running.pop(f), f.result())
-    for job in pending:  # not started: past the deadline
+        while queue and not late():  # a new pool after a worker died (BrokenProcessPool)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                running = {}
+                while queue or running:
+                    while queue and len(running) < workers and not late():
+                        j = queue.pop(0)
+                        running[pool.submit(target, str(scenario_dir), j.cfg, str(j.out), device, j.seed, inv, threads)] = j
+                    if not running:
+                        break
+                    finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                    if any(isinstance(f.exception(), BrokenProcessPool) for f in finished_now):
+                        for job in running.values():  # the pool is gone: which worker died is not known
+                            done(job, "BrokenProcessPool: a worker process died abruptly (killed, e.g. for memory) while "
+                                      "this run was in the pool; run the command again to resume it")
+                        break
+                    for f in finished_now:
+                        done(running.pop(f), f.result() if f.exception() is None else _error(f.exception()))
+    for job in queue:  # not started: past the deadline
         errors.append({"label": job.label, "error": "not run: time budget (--max-minutes) spent; run the command again to resume"})
     bar.close()
     return errors

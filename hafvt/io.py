@@ -6,6 +6,7 @@ again. Logs grow by whole lines (``append_line``); ``hafvt.viz.read_jsonl`` drop
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -110,3 +111,31 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, what: str):
+    """Hold ``folder/.lock`` (``flock``) while the block writes into ``folder``: a second process that asks
+    for it gets a ValueError naming the holder instead of writing the same files at once. The lock goes
+    with its process, so a killed holder leaves none behind; the file is removed on release."""
+    import fcntl
+
+    path = Path(folder) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ValueError(f"{path.parent} is in use by {holder}; wait for it to finish or use another folder") from None
+    if not (path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino):  # its holder removed it meanwhile
+        os.close(fd)
+        raise ValueError(f"{path.parent} was in use by another process a moment ago; run the command again")
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} (pid {os.getpid()})".encode())
+        yield path
+    finally:
+        os.unlink(path)
+        os.close(fd)

@@ -10,11 +10,18 @@ the selected epochs, the per-line test ranks, the final parameters and (where th
 itself) the attention weights and fusion probabilities of a few test lines. The image and title tables
 are made by the embedding pipeline itself (``embed_scenario``: the demo's images and titles, a small
 random-init open_clip model, interrupted after one shard and resumed), and digested too.
+
+Then the command line (``command_line``): each sub-command the results were made with or that writes
+data (``demo``, ``stats``, ``derive``, ``images``, ``embed``, ``demo-oracle``, ``train`` of every model
+family in the specs, ``reproduce``, ``sensitivity``, one that fails) on a tiny demo of its own, digesting
+what each wrote without its provenance and timings. A second process (``--loaded``) runs the commands the
+results were made with and lists the repository modules they import: certify needs none of the others.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -163,7 +170,127 @@ def probe(specs: list[dict], work: Path) -> dict[str, str]:
     return out
 
 
+# what differs between two runs of one computation: records of where (the device) and when, and timings
+VOLATILE = {"provenance", "seconds", "seconds_per_run", "created", "devices"}
+
+
+def _stable(obj, work: str):
+    """``obj`` without ``VOLATILE`` keys, with the probe's own temporary folder named WORK in every string."""
+    if isinstance(obj, dict):
+        return {k: _stable(v, work) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [_stable(v, work) for v in obj]
+    return obj.replace(work, "WORK") if isinstance(obj, str) else obj
+
+
+def _files(folder: Path, work: Path) -> dict:
+    """The content of a folder's data and result files: JSON (and JSON lines) through ``_stable``, Markdown up
+    to its provenance section, arrays, images and text as they are; checkpoints and manifests left out."""
+    import numpy as np
+
+    out, name = {}, work.name
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        rel, data = f.relative_to(folder).as_posix(), f.read_bytes()
+        if f.suffix == ".json":
+            out[rel] = _stable(json.loads(data), name)
+        elif f.suffix == ".jsonl":
+            out[rel] = [_stable(json.loads(line), name) for line in data.splitlines() if line.strip()]
+        elif f.suffix == ".npy":
+            out[rel] = np.load(f)
+        elif f.suffix == ".npz":
+            with np.load(f) as z:
+                out[rel] = {k: z[k] for k in z.files}
+        elif f.suffix in (".md", ".tex", ".txt", ".png"):
+            out[rel] = data.split(b"## Provenance")[0].replace(name.encode(), b"WORK")
+    return out
+
+
+def _cli(argv: list) -> tuple[int, str]:
+    """``hafvt ARGV`` in this process: (exit status, stdout)."""
+    import contextlib
+    import io
+
+    from hafvt.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main([str(a) for a in argv])
+    return int(rc or 0), out.getvalue()
+
+
+def recorded_commands(d: Path, w: Path, specs: list[dict]) -> list[list]:
+    """The commands results are made with, on scenario ``d`` into ``w``: ``hafvt train`` of each model family in
+    ``specs`` (its first configuration, one epoch) and ``hafvt reproduce`` of a small table with image rows."""
+    import yaml
+
+    cmds, seen = [], set()
+    for spec in specs:
+        cfg = spec["config"]
+        if cfg.get("model") in seen:
+            continue
+        seen.add(cfg.get("model"))
+        yml = w / f"{cfg.get('model')}.yaml"
+        yml.parent.mkdir(parents=True, exist_ok=True)
+        yml.write_text(yaml.safe_dump({**cfg, **PROBE_OVERRIDES, "epochs": 1, "n_neg": 19, "embeddings": "demo-oracle"}))
+        cmds.append(["train", d, "--config", yml, "--quiet", "--out", w / f"train-{cfg.get('model')}"])
+    cmds.append(["reproduce", d, "--table", "2", "--rows", "popularity,sasrec,ifcdsr", "--seeds", "2", "--epochs", "1",
+                 "--set", "q=16", "--set", "hidden=16", "--set", "n_neg=19", "--set", "embeddings=demo-oracle",
+                 "--quiet", "--out", w / "table"])
+    return cmds
+
+
+def command_line(work: Path, specs: list[dict]) -> dict[str, str]:
+    """``{"command <name>": digest}`` of every sub-command that writes data or results, on a tiny demo of its
+    own (see the module docstring)."""
+    import numpy as np
+
+    from hafvt.embed.demo_encoder import register_config, tiny_config
+
+    register_config(PROBE_CLIP, tiny_config(image_size=32, patch_size=16, width=64, layers=1, embed_dim=TABLE_DIM))
+    w, out = work / "cli", {}
+    d = w / "demo"
+
+    def digest(name: str, *parts) -> None:
+        dig = _Digest()
+        dig.add(list(parts))
+        out[f"command {name}"] = dig.hex()
+
+    digest("demo", _cli(["demo", d, "--size", "tiny", "--seed", "1", "--images"])[0], _files(d, work))
+    rc, text = _cli(["stats", d, "--json"])
+    digest("stats", rc, json.loads(text))
+    rc, _ = _cli(["derive", d, w / "derived", "--train-fraction", "0.5", "--seed", "1"])
+    digest("derive", rc, _files(w / "derived", work))
+    digest("images", _cli(["images", d, "--workers", "1"])[0])
+    rc, _ = _cli(["embed", d, "--model", PROBE_CLIP, "--pretrained", "random-init", "--device", "cpu", "--workers", "0",
+                  "--shard-size", "64", "--precision", "fp32", "--name", "probe-cli"])
+    digest("embed", rc, {f.name: np.load(f) for f in sorted((d / "embeddings" / "probe-cli").glob("*.npy"))})
+    rc, _ = _cli(["demo-oracle", d])
+    digest("demo-oracle", rc, _files(d / "embeddings" / "demo-oracle", work))
+    for cmd in recorded_commands(d, w, specs):
+        rc, _ = _cli(cmd)
+        digest(f"{cmd[0]} {Path(cmd[-1]).name}", rc, _files(Path(cmd[-1]), work))
+    rc, _ = _cli(["sensitivity", d, "--row", "sasrec", "--vary", "hidden=8,16", "--seeds", "1", "--epochs", "1",
+                  "--set", "n_neg=19", "--quiet", "--out", w / "sensitivity"])
+    digest("sensitivity", rc, _files(w / "sensitivity", work))
+    digest("failing", _cli(["train", w / "missing", "--config", "configs/sasrec.yaml", "--out", w / "x"])[0])
+    return out
+
+
+def loaded(tree: Path) -> list[str]:
+    """The repository's Python files this process has imported."""
+    base = tree.resolve()
+    found = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+    rel = (p.relative_to(base).as_posix() for p in found if base in p.parents and p.suffix == ".py")
+    return sorted(r for r in rel if r.startswith("hafvt/"))
+
+
 def main(argv: list[str]) -> int:
+    if argv[0] == "--loaded":  # TREE SCENARIO WORK SPECS OUT: the recorded commands alone, then what they imported
+        tree, d, w, specs_file, out_file = (Path(a) for a in argv[1:])
+        for cmd in recorded_commands(d, w, json.loads(specs_file.read_text())):
+            _cli(cmd)
+        out_file.write_text(json.dumps(loaded(tree)))
+        return 0
     tree, specs_file, out_file = (Path(a) for a in argv)
     import hafvt
 
@@ -173,10 +300,16 @@ def main(argv: list[str]) -> int:
     specs = json.loads(specs_file.read_text())
     with tempfile.TemporaryDirectory() as work:
         digests = probe(specs, Path(work))
-    out_file.write_text(json.dumps(digests, indent=1, sort_keys=True))
+        digests |= command_line(Path(work), specs)
+        res = subprocess.run([sys.executable, __file__, "--loaded", tree, Path(work) / "cli" / "demo",
+                              Path(work) / "loaded", specs_file, Path(work) / "loaded.json"], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"probe --loaded failed:\n{res.stderr[-3000:]}")
+        imported = json.loads((Path(work) / "loaded.json").read_text())
+    out_file.write_text(json.dumps({"digests": digests, "loaded": imported}, indent=1, sort_keys=True))
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(sys.argv[1]).resolve()))
+    sys.path.insert(0, str(Path(sys.argv[2] if sys.argv[1] == "--loaded" else sys.argv[1]).resolve()))
     sys.exit(main(sys.argv[1:]))

@@ -365,8 +365,13 @@ def _uses_embeddings(data: dict) -> bool:
     from hafvt.config import Config
     from hafvt.models import needs_tables
 
-    return any("resolved_config" not in r or needs_tables(Config(**r["resolved_config"]))
-               for r in data.get("rows", []) if r.get("seeds_done"))
+    def uses(cfg) -> bool:
+        try:
+            return needs_tables(Config(**cfg))
+        except (TypeError, ValueError):  # keys or values of another version: count the embeddings in
+            return True
+
+    return any("resolved_config" not in r or uses(r["resolved_config"]) for r in data.get("rows", []) if r.get("seeds_done"))
 
 
 def check(paths=None, root: Path = REPO) -> list[dict]:
@@ -416,7 +421,39 @@ def check(paths=None, root: Path = REPO) -> list[dict]:
             continue
         for r in recs:
             problems += [{"file": rel, **p} for p in _record_problems(r, current, uses, at_commit, root, certs, rel)]
+        if f.suffix == ".json":
+            problems += [{"file": rel, "problem": p, "changed": []} for p in content_problems(f, json.loads(text))]
     return problems
+
+
+def content_problems(path: Path, data: dict) -> list[str]:
+    """Numbers of a results file that disagree with what the file says it made them from (a hand-edited
+    metric): a run's metrics and validation numbers against its log at each domain's selected epoch; a
+    table row's statistics against its runs' results files (where they are present)."""
+    out = []
+    if isinstance(data.get("history"), list) and isinstance(data.get("selected_epoch"), dict):
+        for d, epoch in sorted(data["selected_epoch"].items()):
+            at = next((h for h in data["history"] if h.get("epoch") == epoch), {})
+            if at.get("test", {}).get(d) != data["metrics"]["sampled"][d] or \
+                    at.get("valid", {}).get(d) != data["valid_at_selected"][d]["sampled"]:
+                out.append(f"its {d} metrics are not those its log holds at the selected epoch {epoch} (edited by hand?)")
+    from hafvt.config import Config
+
+    known = set(Config.__dataclass_fields__)
+    for r in data.get("rows", []) if isinstance(data.get("rows"), list) else []:
+        unknown = sorted(set(r.get("resolved_config") or {}) - known)
+        if unknown:
+            out.append(f"row {r.get('row')}: its resolved config holds keys this hafvt does not know: {', '.join(unknown)}")
+        runs = [path.parent / p for p in r.get("runs", [])]
+        if not runs or not all(p.is_file() for p in runs):
+            continue
+        from hafvt.reproduce import _aggregate
+
+        results = [json.loads(p.read_text()) for p in runs]
+        for key in ("metrics", "metrics_average_ties"):
+            if key in r and _aggregate(results, key) != r[key]:
+                out.append(f"row {r['row']}: its {key} are not the statistics of its runs' results (edited by hand?)")
+    return out
 
 
 class _Current:
@@ -446,17 +483,14 @@ def _record_problems(r: dict, current: _Current, uses: bool, at_commit: dict, ro
     if scheme_of(r) not in SCHEMES:
         return [{"problem": f"unknown digest scheme {scheme_of(r)!r}", "changed": []}]
     out = []
-    mine = current(scheme_of(r))
-    now = manifest_hash(mine)
-    changed = _changed(r["sources"], mine, r, uses) if r["source_hash"] != now and r.get("kind") != "benchmark" else []
+    if manifest_hash(r["sources"]) != r["source_hash"]:
+        out.append({"problem": f"its source hash {r['source_hash']} is not that of the sources it lists "
+                               f"({manifest_hash(r['sources'])}): edited by hand?", "changed": []})
+    changed, why = stale_sources(r, rel, uses, current, certs, root)
     if changed:
-        from hafvt.certify import certificate_for
-
-        cert, why, since = certificate_for(r, rel, certs, current, uses)
-        if cert is None:
-            out.append({"problem": f"stale: made by sources {r['source_hash']} at commit {str(r['commit'])[:10]}, "
-                                   f"current sources are {manifest_hash(current())}" + (f" ({why})" if why else ""),
-                        "changed": since or changed})
+        out.append({"problem": f"stale: made by sources {r['source_hash']} at commit {str(r['commit'])[:10]}, "
+                               f"current sources are {manifest_hash(current())}" + (f" ({why})" if why else ""),
+                    "changed": changed})
     if r["commit"] and r.get("dirty") is not True:  # a clean record must hold its commit's sources
         key = (r["commit"], scheme_of(r))
         if key not in at_commit:
@@ -467,6 +501,23 @@ def _record_problems(r: dict, current: _Current, uses: bool, at_commit: dict, ro
             out.append({"problem": f"records commit {r['commit'][:10]} (not dirty) but its sources {r['source_hash']} "
                                    f"are not that commit's {manifest_hash(theirs)}", "changed": differ})
     return out
+
+
+def stale_sources(r: dict, rel: str, uses: bool = True, current: "_Current | None" = None, certs=None,
+                  root: Path = REPO) -> tuple[list[str], str]:
+    """(the counted source files that differ from those record ``r`` of results file ``rel`` lists and that no
+    valid certificate covers, why no certificate did); ``[]``: the record is current. Every file is compared,
+    whatever its ``source_hash`` says."""
+    current = current or _Current(root)
+    if r.get("kind") == "benchmark":
+        return [], ""
+    changed = _changed(r["sources"], current(scheme_of(r)), r, uses)
+    if not changed:
+        return [], ""
+    from hafvt.certify import certificate_for, load_certificates
+
+    cert, why, since = certificate_for(r, rel, load_certificates(root) if certs is None else certs, current, uses)
+    return ([], "") if cert is not None else (since or changed, why)
 
 
 def _check_rendered(path: Path, rel: str) -> list[dict]:

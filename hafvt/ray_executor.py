@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from hafvt.executor import Job, _train, finished
+from hafvt.executor import Job, _train, pending
 
 MAX_RETRIES = 3  # worker deaths (killed, out of memory, node lost) before a run counts as failed
 NOT_RUN = "not run: time budget (--max-minutes) spent; run the command again to resume"
@@ -50,7 +50,7 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
     from hafvt.provenance import invocation
 
     ray = _import_ray()
-    todo = [j for j in jobs if not finished(j.out)]
+    todo = pending(scenario_dir, jobs)
     errors = []
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="run", disable=not progress)
     if not todo:

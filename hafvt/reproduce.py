@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hafvt.executor import finished
-from hafvt.io import atomic_write_json, atomic_write_text
+from hafvt.io import atomic_write_json, atomic_write_text, exclusive
 from hafvt.metrics import metrics_from_ranks
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -160,9 +160,16 @@ def search_grid(scenario_dir, out: Path, rows: list[str], cfgs: dict, epochs, ov
     return grid, errors
 
 
-def reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
-                    overrides=(), rows=None, progress: bool = True, grid: str | None = None, grid_rows=None,
-                    workers: int = 1, max_minutes: float | None = None, ray: dict | None = None) -> dict:
+def reproduce_table(scenario_dir, table: int, seeds: int, out, *args, **kwargs) -> dict:
+    """``_reproduce_table`` with ``out`` locked (``hafvt.io.exclusive``): a second command on the same
+    folder gets an error instead of training the same runs at the same time."""
+    with exclusive(out, "hafvt reproduce"):
+        return _reproduce_table(scenario_dir, table, seeds, out, *args, **kwargs)
+
+
+def _reproduce_table(scenario_dir, table: int, seeds: int, out, device: str = "cpu", epochs: int | None = None,
+                     overrides=(), rows=None, progress: bool = True, grid: str | None = None, grid_rows=None,
+                     workers: int = 1, max_minutes: float | None = None, ray: dict | None = None) -> dict:
     """Train every row of ``table`` for seeds 0..seeds-1 (resuming finished runs); write the table files.
 
     ``grid="paper"`` first searches the papers' lr x l2 grid for the trainable rows (``grid_rows``, default

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hafvt.io import atomic_write_json
+from hafvt.io import atomic_write_json, exclusive
 from hafvt.reproduce import DOMAINS, executor, row_config
 
 RULE = "the variant with the highest validation MRR, averaged over the two domains and the seeds (test never chooses)"
@@ -41,7 +41,8 @@ def sensitivity(scenario_dir, row: str, vary: dict, seeds: int, out, device: str
     import time
 
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-    errors = executor(ray)(scenario_dir, jobs, device, workers, progress, desc=f"sensitivity {row}", deadline=deadline)
+    with exclusive(out, "hafvt sensitivity"):
+        errors = executor(ray)(scenario_dir, jobs, device, workers, progress, desc=f"sensitivity {row}", deadline=deadline)
 
     runs, summary = [], []
     for k, v in variants:

@@ -22,10 +22,11 @@ from hafvt.candidates import candidates_path, load_or_draw
 from hafvt.config import Config
 from hafvt.data.batches import VIEW_INDEX, Views, scenario_views
 from hafvt.data.c2dsr import Scenario, read_scenario
-from hafvt.io import append_line, atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temps
+from hafvt.io import (append_line, atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive,
+                      remove_stale_temps)
 from hafvt.metrics import metrics_from_ranks, per_domain, ranks_from_counts
 from hafvt.models import build_model, needs_tables
-from hafvt.provenance import run_provenance
+from hafvt.provenance import _changed, run_provenance
 
 REPORTED_TIES = ("target", "average")
 
@@ -185,10 +186,17 @@ def load_tables(scenario_dir: Path, cfg: Config) -> tuple[dict, dict | None]:
 
 def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "cpu", seed: int = 0,
         progress: bool = True, scenario: Scenario | None = None) -> dict:
-    """Train (or fit) ``cfg`` on the scenario, select by validation, write ``out/results.json``."""
+    """Train (or fit) ``cfg`` on the scenario, select by validation, write ``out/results.json``; ``out`` is
+    locked meanwhile (``hafvt.io.exclusive``: a second process on it gets an error, not a shared run)."""
     scenario_dir, out = Path(scenario_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     procs, dev = distributed.init(device)  # under torchrun: this process's rank and device
+    with exclusive(out, f"a run of {cfg.name} seed {seed}") if procs.is_main else contextlib.nullcontext():
+        return _run(scenario_dir, cfg, out, device, procs, dev, seed, progress, scenario)
+
+
+def _run(scenario_dir: Path, cfg: Config, out: Path, device: str, procs, dev, seed: int, progress: bool,
+         scenario: Scenario | None) -> dict:
     if procs.is_main:  # what a killed earlier attempt of this run was writing
         remove_stale_temps(out)
     progress = progress and procs.is_main
@@ -219,7 +227,14 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         saved = load_checkpoint(ckpt, dev)
         if (saved["config_hash"], saved["seed"], saved["data_hash"]) != (cfg.hash(), seed, prov["data_hash"]):
             raise ValueError(f"{ckpt} belongs to another config, seed or data; use another --out or delete it")
-        model.load_state_dict(saved["model"])
+        changed = _changed(saved["sources"], prov["sources"], prov, manifest is not None)
+        if changed:
+            raise ValueError(f"{ckpt} was made by other sources ({', '.join(changed[:3])} changed since): resuming would "
+                             "mix them in one run; delete it to train from the start")
+        try:
+            model.load_state_dict(saved["model"])
+        except RuntimeError as e:
+            raise ValueError(f"{ckpt} does not fit this model ({' '.join(str(e).split())[:300]}); delete it") from None
         if opt is not None:
             opt.load_state_dict(saved["optim"])
         state = _state_from_ckpt(saved["state"])
@@ -271,8 +286,9 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
         if procs.is_main:
             append_line(log, _json_line(entry).rstrip("\n"))
         if "valid" in entry and trainable and procs.is_main:
-            atomic_torch_save(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(), "state": _state_to_ckpt(state),
-                                     "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"]})
+            saved = {"model": model.state_dict(), "optim": opt.state_dict(), "state": _state_to_ckpt(state),
+                     "config_hash": cfg.hash(), "seed": seed, "data_hash": prov["data_hash"], "sources": prov["sources"]}
+            atomic_torch_save(ckpt, {**saved, "digest": checkpoint_digest(saved)})
         if evaluate:
             state = distributed.from_rank0(state, procs)
     results = summarise(state, cfg, prov, time.perf_counter() - t0)
@@ -283,17 +299,58 @@ def run(scenario_dir: str | Path, cfg: Config, out: str | Path, device: str = "c
     return results
 
 
+CHECKPOINT_KEYS = ("model", "optim", "state", "config_hash", "seed", "data_hash", "sources", "digest")
+
+
 def load_checkpoint(path: Path, map_location=None) -> dict:
-    """A checkpoint of tensors and plain types; ``weights_only=True``, so opening a run never runs its code."""
+    """A checkpoint of tensors and plain types; ``weights_only=True``, so opening a run never runs its code.
+    Whatever is damaged (truncated, empty, keys missing, bytes changed: its ``digest``) is a ValueError."""
     import pickle
 
+    delete = "delete it to train this run from the start"
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        saved = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         why = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler error" in ln), str(e).splitlines()[0]).split(" Please use")[0]
         raise ValueError(f"{path}: refused to load, the checkpoint holds objects other than tensors and plain "
                          f"types (loading it would run pickled code; one written before hafvt stored tensors only holds "
                          f"numpy arrays: delete it and train again): {why}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for a damaged file
+        raise ValueError(f"{path}: damaged checkpoint, cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); {delete}") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in saved] if isinstance(saved, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise ValueError(f"{path}: not a whole checkpoint of this hafvt (lacks {', '.join(missing)}; one written before "
+                         f"checkpoints carried their sources and a digest lacks those); {delete}")
+    if saved["digest"] != checkpoint_digest({k: v for k, v in saved.items() if k != "digest"}):
+        raise ValueError(f"{path}: damaged checkpoint, its content does not match the digest it was saved with; {delete}")
+    return saved
+
+
+def checkpoint_digest(obj) -> str:
+    """sha256 (16 hex) of a checkpoint's content: every tensor's dtype, shape and bytes, every plain value."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def add(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(f"K{k!r}".encode())
+                add(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                add(v)
+            h.update(b"]")
+        else:
+            h.update(f"V{x!r}".encode())
+
+    add(obj)
+    return h.hexdigest()[:16]
 
 
 def _state_to_ckpt(state: dict) -> dict:

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from hafvt import provenance
-from hafvt.certify import certify, changed_statements
+from hafvt.certify import certify, changed_statements, error_only_statements
 from hafvt.provenance import check, normalised_python
 from helpers import REPO, clone_repo, git
 
@@ -152,3 +152,57 @@ def test_an_edit_in_a_branch_the_probe_does_not_run_is_refused(repo):
     [rep] = certify([repo / RESULT], root=repo, progress=False)
     assert "changed lines not covered" in rep.get("refused", "") and "hafvt/train.py" in rep["refused"], rep
     assert _stale(repo)
+
+
+def test_error_only_statements_are_those_that_can_only_end_in_raise():
+    import ast
+
+    src = (
+        "def f(x):\n"                      # 1
+        "    if x < 0:\n"                  # 2
+        "        why = f'{x} < 0'\n"        # 3 error-only
+        "        raise ValueError(why)\n"  # 4 error-only
+        "    try:\n"                       # 5
+        "        y = 1 / x\n"              # 6
+        "    except ZeroDivisionError:\n"  # 7
+        "        raise ValueError('0')\n"  # 8 error-only (a handler that raises)
+        "    if x > 9:\n"                  # 9
+        "        x = 9\n"                  # 10 not: the block goes on
+        "    if x > 8:\n"                  # 11
+        "        if y:\n"                  # 12
+        "            return 1\n"           # 13 not: the outer block can return
+        "        raise ValueError\n"       # 14
+        "    return y\n"                   # 15
+    )
+    assert error_only_statements(ast.parse(src)) == {3, 4, 8}
+
+
+@pytest.mark.slow
+def test_a_new_check_on_an_error_path_is_certified(repo):
+    """A raise added where the probe never goes (a range check) cannot change a result that exists."""
+    _edit(repo, "hafvt/train.py", "    t0 = time.perf_counter()\n",
+          "    t0 = time.perf_counter()\n    if cfg.epochs > 10 ** 9:\n        raise ValueError(f'{cfg.epochs} epochs')\n")
+    [rep] = certify([repo / RESULT], root=repo, progress=False)
+    assert "certificate" in rep, rep
+    c = json.loads((repo / rep["certificate"]).read_text())["changed"]["hafvt/train.py"]
+    assert c["covered"] and c["not_run"] == [] and len(c["error_paths"]) == 1
+    assert check([repo / RESULT, repo / "results" / "certificates"], root=repo) == []
+
+
+@pytest.mark.slow
+def test_a_record_without_imports_depends_only_on_what_its_commands_import(repo):
+    """An older record (no ``loaded``) counts every Python file; certify runs its commands under both trees in
+    a process of their own and finds an unrun change in a module they never import harmless, and one in a
+    module they do import not (the negative control)."""
+    rec = json.loads((repo / RESULT).read_text())
+    del rec["provenance"]["loaded"]
+    (repo / RESULT).write_text(json.dumps(rec))
+    body = "def f(x):\n    return x + 1\n"
+    _edit(repo, "hafvt/data/amazon.py", "from __future__ import annotations\n", "from __future__ import annotations\n" + body)
+    assert [p["changed"] for p in _stale(repo)] == [["hafvt/data/amazon.py"]]
+    [rep] = certify([repo / RESULT], root=repo, progress=False)
+    assert "certificate" in rep, rep
+    assert json.loads((repo / rep["certificate"]).read_text())["changed"]["hafvt/data/amazon.py"]["not_imported"]
+    _edit(repo, "hafvt/metrics.py", "from __future__ import annotations\n", "from __future__ import annotations\n" + body)
+    [rep] = certify([repo / RESULT], root=repo, progress=False)
+    assert "changed lines not covered" in rep.get("refused", "") and "hafvt/metrics.py" in rep["refused"], rep

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from hafvt.data.catalogue import write_catalogue
 from hafvt.embed.cache import default_cache_name, load_embeddings
-from hafvt.embed.clip import embed_scenario, load_encoder, resolve_pretrained
+from hafvt.embed.clip import embed_scenario, encode_images, load_encoder, resolve_pretrained
 from hafvt.embed.demo_encoder import register_config, save_checkpoint, tiny_config, train_demo_encoder
 
 TINY = "hafvt-test-tiny"
@@ -167,12 +167,53 @@ def test_cli_embed_without_weights_exits_2(tmp_path, capsys):
     assert "never downloads" in err and "ViT-B-32.pt" in err
 
 
+def test_changed_titles_or_images_re_embed(tmp_path):
+    """The cache is reused only while its inputs are unchanged: a rewritten title or a replaced image file
+    (same name, same size, same mtime) re-embeds; the manifest names the inputs' hash."""
+    import json
+
+    rows = make_scenario(tmp_path)
+    png = tmp_path / "images" / "0.png"
+    Image.open(png).save(png, compress_level=0)  # stored uncompressed: any content of its size has the same length
+    first = load_embeddings(tmp_path, embed_scenario(tmp_path, TINY, "random-init", **OPTS).name)
+    shards = []
+    embed_scenario(tmp_path, TINY, "random-init", on_shard=shards.append, **OPTS)
+    assert shards == [] and load_embeddings(tmp_path).manifest == first.manifest  # unchanged: reused as it is
+    for r in rows:
+        r["title"] = r["title"] and f"a quite different title {r['item']}"
+    write_catalogue(tmp_path, rows)
+    embed_scenario(tmp_path, TINY, "random-init", on_shard=shards.append, **OPTS)
+    retitled = load_embeddings(tmp_path)
+    assert shards == [0, 1, 2, 3] and retitled.manifest["inputs_sha256"] != first.manifest["inputs_sha256"]
+    assert not np.allclose(retitled.text, first.text) and np.array_equal(retitled.image[4:], first.image[4:])
+    st = png.stat()
+    Image.open(png).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(png, compress_level=0)
+    assert png.stat().st_size == st.st_size  # same size and (below) mtime: only the content tells
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns))
+    embed_scenario(tmp_path, TINY, "random-init", **OPTS)
+    reimaged = load_embeddings(tmp_path)
+    assert not np.allclose(reimaged.image[0], retitled.image[0]) and np.array_equal(reimaged.image[4:], retitled.image[4:])
+    assert json.loads((reimaged.path / "manifest.json").read_text())["plan"]["inputs_sha256"] == \
+        reimaged.manifest["inputs_sha256"]
+
+
+def test_pixel_cap_in_both_decode_paths(tmp_path):
+    """An image of more than max_pixels is refused from its header (ok=False, the fallback) on both paths."""
+    enc = load_encoder(TINY, "random-init")
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (40, 30), (20, 200, 20)).save(tmp_path / "b.png")
+    paths = [tmp_path / "a.jpg", tmp_path / "b.png"]
+    for decode in ("pil", "tensor"):
+        assert list(encode_images(enc, paths, decode=decode)[1]) == [True, True]
+        assert list(encode_images(enc, paths, decode=decode, max_pixels=40 * 30 - 1)[1]) == [False, False]
+
+
 def test_tensor_decode_matches_the_pil_path(tmp_path):
     """JPEGs decoded by torchvision and resized as tensors (the --decode gpu code, run on CPU) embed like
     the PIL path to fp16 tolerance; PNGs, broken and missing files fall back to the PIL path."""
     import torch
 
-    from hafvt.embed.clip import encode_images, resolve_decode
+    from hafvt.embed.clip import resolve_decode
 
     enc = load_encoder(TINY, "random-init")
     rng = np.random.default_rng(0)

@@ -254,6 +254,7 @@ def test_embedding_code_counts_only_for_results_that_read_embeddings(tmp_path):
     f.write_text(json.dumps({"provenance": rec, "rows": [{"row": "ifcdsr", "seeds_done": 3, "resolved_config": fusion}]}))
     assert [p["changed"] for p in check([f])] == [["hafvt/embed/clip.py"]]
     rec["sources"]["hafvt/models/hafvt.py"] = "0" * 16  # the model always counts
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])  # as a real record's would be
     f.write_text(json.dumps({"provenance": rec, "rows": [{"row": "id-merged", "seeds_done": 3, "resolved_config": cfg}]}))
     assert [p["changed"] for p in check([f])] == [["hafvt/models/hafvt.py"]]
 
@@ -268,6 +269,7 @@ def test_a_cli_table_depends_on_its_own_parameters_file_only(tmp_path):
     f.write_text(json.dumps({"provenance": rec}))
     assert check([f]) == []
     rec["sources"]["notebooks/params/fk-mini.yaml"] = "0" * 16
+    rec["source_hash"] = provenance.manifest_hash(rec["sources"])
     f.write_text(json.dumps({"provenance": rec}))
     assert [p["changed"] for p in check([f])] == [["notebooks/params/fk-mini.yaml"]]
     del rec["parameters_file"]  # a plain `hafvt train`: no parameters file counts

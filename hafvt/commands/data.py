@@ -32,6 +32,20 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_derive)
 
 
+def owned_output(out: Path, marker: str, what: str, inputs=()) -> None:
+    """Refuse an output folder the command does not own: one of its inputs, or one that holds files but not
+    ``marker`` (the file only this command writes there; with it, the command may write it again)."""
+    for src in inputs:
+        if Path(out).resolve() == Path(src).resolve():
+            raise ValueError(f"{out}: the output folder is the input {src}; write {what} into a new folder")
+    if Path(out).is_file():
+        raise ValueError(f"{out}: is a file; the output must be a folder for {what}")
+    held = sorted(p.name for p in Path(out).iterdir()) if Path(out).is_dir() else []
+    if held and marker not in held:
+        raise ValueError(f"{out}: holds files that are not {what} ({', '.join(held[:3])}{' ...' if len(held) > 3 else ''}); "
+                         "choose a new or empty folder")
+
+
 def cmd_stats(args) -> int:
     from hafvt.data.stats import format_table1, item_popularity, length_distribution, table1
 
@@ -41,7 +55,7 @@ def cmd_stats(args) -> int:
         if args.distributions:
             stats["lengths"] = length_distribution(scn)
             stats["popularity"] = item_popularity(scn).tolist()
-        print(json.dumps(stats))
+        print(json.dumps(stats, allow_nan=False))
     else:
         print(f"{args.dir}  ({stats['users']:,} users)")
         print(format_table1(stats))
@@ -52,6 +66,7 @@ def cmd_demo(args) -> int:
     from hafvt.data.demo import COLD_BUCKETS, write_demo
     from hafvt.data.stats import format_table1, table1
 
+    owned_output(args.out, "demo.json", "a demo scenario")
     out = write_demo(args.out, size=args.size, seed=args.seed, images=args.images)
     print(f"demo scenario ({args.size}, seed {args.seed}) written to {out}  [synthetic: not comparable with the papers]")
     print(format_table1(table1(read_scenario(out))))
@@ -66,6 +81,7 @@ def cmd_derive(args) -> int:
     from hafvt.data.derive import derive
     from hafvt.data.stats import format_table1, table1
 
+    owned_output(args.out, "derived.json", "a derived scenario", inputs=[args.src])
     scn = derive(read_scenario(args.src), args.train_from, args.train_fraction, args.seed)
     write_scenario(scn, args.out)
     atomic_write_json(args.out / "derived.json", scn.report)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+MAX_PIXELS_HELP = "refuse images of more pixels, read from the header before decoding (default: 40,000,000)"
+
 
 def cmd_catalogue_build(args) -> int:
     from hafvt.data.amazon import BuildConfig, build_from_dumps
@@ -30,10 +32,15 @@ def cmd_catalogue_attach(args) -> int:
 
 
 def cmd_images(args) -> int:
-    from hafvt.embed.images import REPORT_FILE, download_images
+    from hafvt.embed.images import MAX_PIXELS, REPORT_FILE, download_images
 
+    for flag, value, low in (("--workers", args.workers, 1), ("--timeout", args.timeout, 1e-3), ("--max-mb", args.max_mb, 1e-3),
+                             ("--max-pixels", args.max_pixels, 1), ("--retries", args.retries, 0), ("--backoff", args.backoff, 0)):
+        if value is not None and not value >= low:
+            raise ValueError(f"{flag} must be >= {low:g}, got {value}")
     report = download_images(args.dir, workers=args.workers, retries=args.retries, backoff=args.backoff,
-                             timeout=args.timeout, max_bytes=int(args.max_mb * (1 << 20)))
+                             timeout=args.timeout, max_bytes=int(args.max_mb * (1 << 20)),
+                             allow_private=args.allow_private, max_pixels=args.max_pixels or MAX_PIXELS)
     print(json.dumps({k: report[k] for k in ("n_items", "usable", "unusable", "counts", "fallback")}, indent=2))
     print(f"details: {args.dir}/{REPORT_FILE}")
     return 0
@@ -41,12 +48,13 @@ def cmd_images(args) -> int:
 
 def cmd_embed(args) -> int:
     from hafvt.embed.clip import embed_scenario
+    from hafvt.embed.images import MAX_PIXELS
 
     out = embed_scenario(args.dir, args.model, args.pretrained, images=args.images, titles=args.titles,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
                          precision=args.precision, shard_size=args.shard_size, name=args.name,
                          overwrite=args.overwrite, jpeg_draft=args.jpeg_draft, weights_dir=args.weights_dir,
-                         decode=args.decode)
+                         decode=args.decode, max_pixels=args.max_pixels or MAX_PIXELS)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         manifest = json.loads((out / "manifest.json").read_text())
         print(f"{out}: tables {manifest['tables']}, dim {manifest['embed_dim']}, fallback {json.dumps(manifest['fallback'])}")
@@ -105,8 +113,11 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=16, help="concurrent downloads")
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry, doubling")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds per request")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds per request, all of it (connect, headers, body)")
     p.add_argument("--max-mb", type=float, default=20.0, help="size cap per image")
+    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
+    p.add_argument("--allow-private", action="store_true",
+                   help="also fetch from loopback, private and link-local addresses (for tests and local mirrors)")
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("embed", help="frozen open_clip image/title embeddings -> <DIR>/embeddings/<name>/")
@@ -127,6 +138,7 @@ def register(sub) -> None:
                    help="gpu: JPEGs decoded (nvjpeg) and resized on the GPU, other files by PIL; cpu: PIL in the "
                         "workers; auto: gpu on a CUDA device unless --jpeg-draft")
     p.add_argument("--weights-dir", default=None, help="where cached open_clip weights live (default: the usual caches)")
+    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP + " (larger ones get the fallback)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("demo-encoder", help="train the small offline demo CLIP on a scenario's own (image, title) pairs")

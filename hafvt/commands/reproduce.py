@@ -67,11 +67,11 @@ def params_defaults(path: Path | None, table: int) -> dict:
     """The runner's options from a papermill parameters file (the notebooks' and the tables' one source)."""
     if path is None:
         return {}
-    import yaml
+    from hafvt.config import read_yaml_mapping
 
     if not path.is_file():
         raise FileNotFoundError(f"parameters file not found: {path}")
-    p = yaml.safe_load(path.read_text()) or {}
+    p = read_yaml_mapping(path)
     rows = p.get("rows_table4" if table == 4 else "rows_table2") or None
     return {"seeds": p.get("seeds"), "epochs": p.get("epochs"), "device": p.get("device"), "rows": rows,
             "grid": p.get("grid"), "grid_rows": p.get("grid_rows"),

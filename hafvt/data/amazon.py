@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import zlib
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -51,11 +52,15 @@ def iter_lines(path: str | Path, desc: str | None = None) -> Iterator[tuple[int,
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw) if gz else raw
         with tqdm(total=size, unit="B", unit_scale=True, desc=desc or path.name, disable=None, leave=False) as bar:
-            for no, line in enumerate(stream, start=1):
-                if no % 8192 == 0:
-                    bar.update(raw.tell() - bar.n)
-                if line.strip():
-                    yield no, line
+            no = 0
+            try:
+                for no, line in enumerate(stream, start=1):
+                    if no % 8192 == 0:
+                        bar.update(raw.tell() - bar.n)
+                    if line.strip():
+                        yield no, line
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise ValueError(f"{path}: after line {no}: the gzip stream is truncated or damaged ({e})") from None
             bar.update(size - bar.n)
 
 

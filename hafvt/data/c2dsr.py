@@ -158,6 +158,10 @@ class Scenario:
         return same_items and same_train and self.valid.equals(other.valid) and self.test.equals(other.test)
 
 
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+UNIX_TS = (-62135596800, 253402300799)  # 0001-01-01 .. 9999-12-31 (UTC): what a date can show
+
+
 def format_date(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), RELEASE_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -192,12 +196,16 @@ def _read_items(path: Path) -> ItemTable:
 
 
 def _read_users(path: Path) -> list[tuple[str, int]]:
-    users = []
+    users, seen = [], {}
     for no, text in _lines(path):
         cols = text.split("\t")
         if len(cols) != 2 or not cols[1].strip().lstrip("-").isdigit():
             raise FormatError(path, no, "expected 'reviewer_id<TAB>uid' with an integer uid")
-        users.append((cols[0], int(cols[1])))
+        uid = int(cols[1])
+        if uid in seen or cols[0] in seen:
+            raise FormatError(path, no, f"user {cols[0]!r} / uid {uid} is listed twice (first on line {seen.get(uid, seen.get(cols[0]))})")
+        seen[uid] = seen[cols[0]] = no
+        users.append((cols[0], uid))
     return users
 
 
@@ -209,6 +217,8 @@ def _parse_line(path: Path, no: int, text: str, n_items: int):
         uid, sample = int(cols[0]), int(cols[1])
     except ValueError:
         raise FormatError(path, no, f"uid and sample_id must be integers, got {cols[0]!r}, {cols[1]!r}") from None
+    if not (INT64[0] <= uid <= INT64[1] and INT64[0] <= sample <= INT64[1]):
+        raise FormatError(path, no, f"uid {cols[0]} or sample_id {cols[1]} does not fit a 64-bit integer")
     items, ts, dates = [], [], []
     for k, tok in enumerate(cols[2:], start=1):
         parts = tok.split("|")
@@ -220,6 +230,8 @@ def _parse_line(path: Path, no: int, text: str, n_items: int):
             raise FormatError(path, no, f"token {k} {tok!r}: item and unix_ts must be integers") from None
         if not 0 <= item < n_items:
             raise FormatError(path, no, f"token {k}: item id {item} out of range 0..{n_items - 1}")
+        if not UNIX_TS[0] <= t <= UNIX_TS[1]:
+            raise FormatError(path, no, f"token {k}: unix_ts {t} is not a date of years 1-9999")
         items.append(item)
         ts.append(t)
         dates.append(parts[2])

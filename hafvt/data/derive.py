@@ -35,6 +35,10 @@ def derive(src: Scenario, train_from: str = "valid", train_fraction: float = 0.9
     train_users = set(rng.permutation(users)[: int(round(train_fraction * len(users)))].tolist())
     in_train = np.array([u in train_users for u in pool.uid])
     other = "test" if train_from == "valid" else "valid"
+    for part, n in (("train", int(in_train.sum())), ("valid", int((~in_train).sum()))):
+        if n == 0:
+            raise ValueError(f"derive: train_fraction {train_fraction} of the {len(users)} users of the {train_from} split "
+                             f"leaves the new {part} split empty; choose another fraction or a larger split")
     return Scenario(
         items_x=src.items_x, items_y=src.items_y, users=src.users,
         train=pool.subset(np.flatnonzero(in_train)),

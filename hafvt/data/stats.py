@@ -16,10 +16,15 @@ def table1(scn: Scenario) -> dict:
         out[f"{split}_y"] = int((dom == 1).sum())
     present = [s for s in (scn.train, scn.valid, scn.test) if s is not None]
     lengths = np.concatenate([s.lengths for s in present])
-    out["avg_length"] = round(float(lengths.mean()), 2)
-    out["avg_length_by_split"] = {name: round(float(s.lengths.mean()), 2)
+    out["avg_length"] = _mean(lengths)
+    out["avg_length_by_split"] = {name: _mean(s.lengths)
                                   for name, s in (("train", scn.train), ("valid", scn.valid), ("test", scn.test)) if s is not None}
     return out
+
+
+def _mean(x: np.ndarray) -> float | None:
+    """A mean length, rounded; None for no lines (not NaN, which is not JSON)."""
+    return round(float(x.mean()), 2) if len(x) else None
 
 
 def length_distribution(scn: Scenario) -> dict[str, dict[int, int]]:
@@ -47,7 +52,7 @@ def format_table1(stats: dict) -> str:
     """A readable two-row table like the papers' Table 1."""
     train = "—" if stats["train"] is None else f"{stats['train']:,}"
     rows = [("domain", "#items", "#train", "#valid", "#test", "avg.length"),
-            ("X", f"{stats['items_x']:,}", train, f"{stats['valid_x']:,}", f"{stats['test_x']:,}", f"{stats['avg_length']:.2f}"),
+            ("X", f"{stats['items_x']:,}", train, f"{stats['valid_x']:,}", f"{stats['test_x']:,}", "–" if stats["avg_length"] is None else f"{stats['avg_length']:.2f}"),
             ("Y", f"{stats['items_y']:,}", "", f"{stats['valid_y']:,}", f"{stats['test_y']:,}", "")]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)

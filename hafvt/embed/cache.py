@@ -42,8 +42,20 @@ def default_cache_name(model: str, pretrained: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}__{tag}").strip("-")
 
 
+CACHE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_cache_name(name: str) -> str:
+    """A cache name is one plain folder under ``<scenario>/embeddings/``, never a path."""
+    if not CACHE_NAME.fullmatch(name):
+        raise ValueError(f"--name {name!r}: a cache name is a plain folder name (letters, digits, '.', '_', '-', "
+                         f"starting with a letter or digit), made in <scenario>/embeddings/")
+    return name
+
+
 def cache_dir(scenario_dir: str | Path, name: str) -> Path:
-    return Path(scenario_dir) / EMBED_DIR / name
+    """``<scenario>/embeddings/<name>``; a name that is not one plain folder is a ValueError."""
+    return Path(scenario_dir) / EMBED_DIR / check_cache_name(name)
 
 
 def list_caches(scenario_dir: str | Path) -> list[str]:

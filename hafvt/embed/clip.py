@@ -12,11 +12,13 @@ interrupted run resumes where it stopped. Under ``torchrun`` every process takes
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +31,8 @@ from tqdm.auto import tqdm
 
 import hafvt
 from hafvt.data.catalogue import domain_counts, item_list_hash, read_catalogue
-from hafvt.embed.cache import MANIFEST, SOURCES, cache_dir, default_cache_name
-from hafvt.embed.images import FALLBACK, image_file
+from hafvt.embed.cache import MANIFEST, SOURCES, cache_dir, check_cache_name, default_cache_name
+from hafvt.embed.images import FALLBACK, MAX_PIXELS, image_file, pixel_cap_error
 from hafvt.io import atomic_save_npy, atomic_save_npz, atomic_write_json, remove_stale_temps
 
 RANDOM_INIT = "random-init"
@@ -171,10 +173,13 @@ def split_preprocess(preprocess):
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decoded, resized images as uint8 (C, H, W) tensors (or the full transform); failures give ok=False."""
+    """Decoded, resized images as uint8 (C, H, W) tensors (or the full transform); failures, and images of more
+    than ``max_pixels`` (refused from the header, before decoding), give ok=False."""
 
-    def __init__(self, paths: list, transform, size: int, uint8: bool, jpeg_draft: bool = False):
+    def __init__(self, paths: list, transform, size: int, uint8: bool, jpeg_draft: bool = False,
+                 max_pixels: int = MAX_PIXELS):
         self.paths, self.transform, self.size, self.uint8, self.draft = paths, transform, size, uint8, jpeg_draft
+        self.max_pixels = max_pixels
 
     def __len__(self):
         return len(self.paths)
@@ -184,6 +189,8 @@ class ImageFiles(torch.utils.data.Dataset):
         if path is not None:
             try:
                 with Image.open(path) as im:
+                    if pixel_cap_error(im, self.max_pixels):
+                        raise ValueError("too many pixels")
                     if self.draft:
                         im.draft("RGB", (self.size, self.size))
                     im = self.transform(im)
@@ -238,19 +245,26 @@ class TensorPreprocess:
 
 
 class RawFiles(torch.utils.data.Dataset):
-    """(index, raw file bytes as a uint8 tensor, or None when unreadable)."""
+    """(index, raw file bytes as a uint8 tensor, or None when unreadable or over ``max_pixels`` by its header)."""
 
-    def __init__(self, paths: list):
-        self.paths = paths
+    def __init__(self, paths: list, max_pixels: int = MAX_PIXELS):
+        self.paths, self.max_pixels = paths, max_pixels
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         try:
-            return i, torch.frombuffer(bytearray(Path(self.paths[i]).read_bytes()), dtype=torch.uint8)
-        except (OSError, TypeError, ValueError):  # missing path, unreadable or empty file
+            data = Path(self.paths[i]).read_bytes()
+        except (OSError, TypeError):  # missing path, unreadable file
             return i, None
+        try:
+            with Image.open(io.BytesIO(data)) as im:  # the header only
+                if pixel_cap_error(im, self.max_pixels):
+                    return i, None
+        except Exception:  # not an image Pillow knows: the decoder says what it is
+            pass
+        return i, (torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None)
 
 
 def _as_list(items):
@@ -322,23 +336,27 @@ def _image_size(enc: Encoder) -> int:
 
 
 def encode_image_shards(enc: Encoder, paths: list, bounds: list[tuple[int, int]], batch_size: int = 256,
-                        workers: int = 0, precision: str = "fp32", jpeg_draft: bool = False, decode: str = "pil"):
+                        workers: int = 0, precision: str = "fp32", jpeg_draft: bool = False, decode: str = "pil",
+                        max_pixels: int = MAX_PIXELS):
     """Yield (embeddings (hi-lo, e) float32 L2-normalised, decoded mask) for each (lo, hi) of ``bounds``.
 
     One DataLoader serves every shard (workers start once); model batches never cross a shard
     boundary, so a shard's rows do not depend on which other shards run with it. ``decode``:
     'pil' = workers decode and resize with PIL; 'tensor' = workers only read the files, JPEGs are
     decoded (torchvision, nvjpeg on CUDA) and resized on the encoder's device (``resolve_decode``).
+    Images of more than ``max_pixels`` are refused from their header, before decoding (ok=False).
     """
     pil_part, normalize = split_preprocess(enc.preprocess)
-    ds = ImageFiles(paths, pil_part, _image_size(enc), uint8=normalize is not None, jpeg_draft=jpeg_draft)
+    ds = ImageFiles(paths, pil_part, _image_size(enc), uint8=normalize is not None, jpeg_draft=jpeg_draft,
+                    max_pixels=max_pixels)
     chunk = min(batch_size, 128)  # workers ship small chunks (bounded shared memory); the device gathers batches
     chunks = [list(range(s, min(s + chunk, hi))) for lo, hi in bounds for s in range(lo, hi, chunk)]
     if decode == "tensor":
         if normalize is None:
             raise ValueError("tensor decoding needs an open_clip transform ending in ToTensor, Normalize")
         prep = TensorPreprocess(pil_part, _image_size(enc))
-        dl = torch.utils.data.DataLoader(RawFiles(paths), batch_sampler=chunks, num_workers=workers, collate_fn=_as_list)
+        dl = torch.utils.data.DataLoader(RawFiles(paths, max_pixels), batch_sampler=chunks, num_workers=workers,
+                                         collate_fn=_as_list)
         it = (decode_chunk(items, prep, enc.device, ds) for items in dl)
     elif decode == "pil":
         dl = torch.utils.data.DataLoader(ds, batch_sampler=chunks, num_workers=workers, pin_memory=enc.device.type == "cuda")
@@ -365,11 +383,13 @@ def encode_image_shards(enc: Encoder, paths: list, bounds: list[tuple[int, int]]
 
 
 def encode_images(enc: Encoder, paths: list, batch_size: int = 256, workers: int = 0, precision: str = "fp32",
-                  jpeg_draft: bool = False, decode: str = "pil") -> tuple[np.ndarray, np.ndarray]:
+                  jpeg_draft: bool = False, decode: str = "pil",
+                  max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised image embeddings (n, e) float32 and a mask of the images that decoded."""
     if not paths:
         return np.zeros((0, enc.info["embed_dim"]), np.float32), np.zeros(0, bool)
-    return next(encode_image_shards(enc, paths, [(0, len(paths))], batch_size, workers, precision, jpeg_draft, decode))
+    return next(encode_image_shards(enc, paths, [(0, len(paths))], batch_size, workers, precision, jpeg_draft, decode,
+                                    max_pixels))
 
 
 def encode_texts(enc: Encoder, texts: list[str], batch_size: int = 256, precision: str = "fp32") -> np.ndarray:
@@ -400,12 +420,18 @@ def _barrier(world: int):
         torch.distributed.barrier()
 
 
-def _images_fingerprint(scenario_dir: Path, paths: list) -> str:
+# plan keys that say what the catalogue holds, not how it is embedded: a change re-embeds, no --overwrite needed
+INPUT_KEYS = ("inputs_sha256", "images_fingerprint")  # images_fingerprint: the stat-based key of older caches
+
+
+def inputs_hash(rows: list[dict], paths: list) -> str:
+    """sha256 over what the tables are made of: every title, every image reference, and the bytes of the
+    file each image resolves to (None: no usable file), so a rewritten title or a replaced image re-embeds."""
+    with ThreadPoolExecutor(8) as pool:  # hashlib lets go of the GIL: files hash in parallel
+        digests = list(pool.map(lambda p: None if p is None else sha256_file(p), paths))
     h = hashlib.sha256()
-    for i, p in enumerate(paths):
-        if p is not None:
-            st = p.stat()
-            h.update(f"{i}\t{p.relative_to(scenario_dir) if p.is_relative_to(scenario_dir) else p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    for r, digest in zip(rows, digests):
+        h.update(json.dumps([r["item"], r["title"], r["image"], digest]).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -450,8 +476,12 @@ def _fill(own: np.ndarray, ok: np.ndarray, other: np.ndarray, other_ok: np.ndarr
 def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images: bool = True, titles: bool = True,
                    device: str | None = None, batch_size: int = 256, workers: int | None = None, precision: str = "auto",
                    shard_size: int = 4096, name: str | None = None, overwrite: bool = False, jpeg_draft: bool = False,
-                   weights_dir: str | None = None, on_shard=None, decode: str = "auto") -> Path:
-    """Embed every catalogue item; returns the cache directory. Resumes from finished shards."""
+                   weights_dir: str | None = None, on_shard=None, decode: str = "auto",
+                   max_pixels: int = MAX_PIXELS) -> Path:
+    """Embed every catalogue item; returns the cache directory. Resumes from finished shards; a cache of the same
+    settings is reused only while the titles and images it was made from are unchanged (``inputs_hash``)."""
+    if name is not None:
+        check_cache_name(name)
     if not (images or titles):
         raise ValueError("nothing to embed: both --no-images and --no-titles")
     scenario_dir = Path(scenario_dir)
@@ -476,16 +506,18 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
             "weights_sha256": enc.info.get("weights_sha256"), "seed": enc.info.get("seed"),
             "item_list_sha256": item_list_hash(rows), "images": images, "titles": titles, "shard_size": shard_size,
             "precision": precision, "jpeg_draft": jpeg_draft, "preprocess": repr(enc.preprocess),
-            "images_fingerprint": _images_fingerprint(scenario_dir, paths) if images else None}
+            "inputs_sha256": inputs_hash(rows, paths)}
     if decode != "pil":  # decoder and resize differ by a pixel level here and there: a setting of the cache
         plan["decode"] = decode
+    if max_pixels != MAX_PIXELS:
+        plan["max_pixels"] = max_pixels
     if rank == 0:
         old = _old_plan(out)
-        if old is not None and old != plan and not overwrite:
-            changed = sorted(k for k in plan if old.get(k) != plan[k])
+        changed = sorted(k for k in {*plan, *(old or {})} if k not in INPUT_KEYS and (old or {}).get(k) != plan.get(k))
+        if old is not None and changed and not overwrite:
             raise ValueError(f"{out} was made with other settings ({', '.join(changed)} differ); "
                              f"pass --overwrite or choose another --name")
-        if out.exists() and (overwrite or old != plan):
+        if out.exists() and (overwrite or old != plan):  # --overwrite, or changed titles/images: embed anew
             shutil.rmtree(out)
         for folder in (out, shards):  # what a killed earlier attempt was writing
             remove_stale_temps(folder)
@@ -494,7 +526,8 @@ def embed_scenario(scenario_dir: str | Path, model: str, pretrained: str, images
     _barrier(world)
     if (out / MANIFEST).is_file():
         return out  # already complete
-    opts = dict(batch_size=batch_size, workers=workers, precision=precision, jpeg_draft=jpeg_draft, decode=decode)
+    opts = dict(batch_size=batch_size, workers=workers, precision=precision, jpeg_draft=jpeg_draft, decode=decode,
+                max_pixels=max_pixels)
     n_shards = (len(rows) + shard_size - 1) // shard_size
     todo = [k for k in range(rank, n_shards, world) if not (shards / f"shard_{k:05d}.npz").is_file()]  # resume
     bounds = [(k * shard_size, min((k + 1) * shard_size, len(rows))) for k in todo]
@@ -543,7 +576,8 @@ def _merge(out: Path, rows, n_x, n_y, n_shards, plan, enc, images, titles, devic
     manifest = {
         "format": 1, "model": enc.name, "pretrained": enc.info.get("weights_file", enc.pretrained), **enc.info,
         "random_init": enc.info["pretrained_kind"] == RANDOM_INIT,
-        "item_list_sha256": plan["item_list_sha256"], "n_items": len(rows), "n_x": n_x, "n_y": n_y,
+        "item_list_sha256": plan["item_list_sha256"], "inputs_sha256": plan["inputs_sha256"],
+        "n_items": len(rows), "n_x": n_x, "n_y": n_y,
         "embed_dim": dim, "tables": tables, "dtype": "float32", "rows": "L2-normalised, global item-id order",
         "preprocessing": {
             "image": repr(enc.preprocess), "image_size": _image_size(enc), "jpeg_draft": plan["jpeg_draft"],

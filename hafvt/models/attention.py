@@ -23,6 +23,8 @@ class Block(nn.Module):
 
     def __init__(self, d: int, n_heads: int, dropout: float):
         super().__init__()
+        if d % n_heads:
+            raise ValueError(f"config key n_heads={n_heads} must divide the attention width {d} (q, hidden or the tables' width)")
         self.n_heads, self.dropout = n_heads, dropout
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
