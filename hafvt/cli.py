@@ -44,19 +44,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hafvt {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - not an expected error: say so, keep the traceback for --debug
+    except Exception as e:  # noqa: BLE001 - not an expected error: say so (stderr, status 1), the traceback for --debug
         if args.debug:
             raise
-        print(f"hafvt {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
-              "(run again with --debug for the traceback)", file=sys.stderr)
-        return 1
+        raise SystemExit(f"hafvt {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+                         "(run again with --debug for the traceback)") from None
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
-        text += f": {e.filename}"
-    return text
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -174,8 +174,7 @@ def read_yaml_mapping(path: Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ValueError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    if data is None:
-        return {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got a {type(data).__name__}")
     return data

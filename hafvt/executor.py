@@ -69,20 +69,19 @@ def reuse_problem(job: Job, scenario_dir, data_hashes: dict, current, certs=None
 
 def pending(scenario_dir, jobs: list[Job]) -> list[Job]:
     """The jobs whose run is not finished. A finished run stands for its job only when ``reuse_problem``
-    finds nothing; otherwise nothing runs and the ValueError names the runs and what differs (delete them
-    or choose another output folder: a run is never overwritten)."""
+    finds nothing; otherwise nothing runs and the ValueError names the first such run, what differs and how
+    many there are (delete them or choose another output folder: a run is never overwritten)."""
     from hafvt import provenance
     from hafvt.certify import load_certificates
 
-    current, certs, hashes, todo, bad = provenance._Current(provenance.REPO), load_certificates(), {}, [], []
+    current, certs, hashes, todo = provenance._Current(provenance.REPO), load_certificates(), {}, []
     for j in jobs:
         if not finished(j.out):
             todo.append(j)
         elif (why := reuse_problem(j, scenario_dir, hashes, current, certs)) is not None:
-            bad.append(f"{j.out}: {why}")
-    if bad:
-        raise ValueError(f"{len(bad)} finished run(s) in the output folder were not made for this command, e.g. {bad[0]}; "
-                         "use another --out, or delete those runs to train them again")
+            n = sum(finished(k.out) and reuse_problem(k, scenario_dir, hashes, current, certs) is not None for k in jobs)
+            raise ValueError(f"{n} finished run(s) in the output folder were not made for this command, e.g. {j.out}: "
+                             f"{why}; use another --out, or delete those runs to train them again")
     return todo
 
 
@@ -107,14 +106,8 @@ def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invoc
 
 
 def _error(e: BaseException) -> str:
-    """One line for a run's failure; an unexpected type names where it was raised."""
-    import traceback
-
-    text = f"{type(e).__name__}: {' '.join(str(e).split())}"
-    if not isinstance(e, (OSError, ValueError)):
-        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
-        text += "".join(f" (at {Path(fr.filename).name}:{fr.lineno})" for fr in last)
-    return text
+    """One run's failure as its table shows it."""
+    return f"{type(e).__name__}: {e}"
 
 
 def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1, progress: bool = True,
@@ -156,21 +149,17 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
         threads = max(1, (os.cpu_count() or 1) // workers)
         while queue and not late():  # a new pool after a worker died (BrokenProcessPool)
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                running = {}
-                while queue or running:
-                    while queue and len(running) < workers and not late():
+                running, broken = {}, False  # broken: a worker died (killed, e.g. for memory), failing every run in the pool
+                while (queue and not broken) or running:
+                    while queue and not broken and len(running) < workers and not late():
                         j = queue.pop(0)
                         running[pool.submit(target, str(scenario_dir), j.cfg, str(j.out), device, j.seed, inv, threads)] = j
                     if not running:
                         break
                     finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-                    if any(isinstance(f.exception(), BrokenProcessPool) for f in finished_now):
-                        for job in running.values():  # the pool is gone: which worker died is not known
-                            done(job, "BrokenProcessPool: a worker process died abruptly (killed, e.g. for memory) while "
-                                      "this run was in the pool; run the command again to resume it")
-                        break
                     for f in finished_now:
                         done(running.pop(f), f.result() if f.exception() is None else _error(f.exception()))
+                    broken = broken or any(isinstance(f.exception(), BrokenProcessPool) for f in finished_now)
     for job in queue:  # not started: past the deadline
         errors.append({"label": job.label, "error": "not run: time budget (--max-minutes) spent; run the command again to resume"})
     bar.close()

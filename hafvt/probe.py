@@ -13,7 +13,8 @@ random-init open_clip model, interrupted after one shard and resumed), and diges
 
 Then the command line (``command_line``): each sub-command the results were made with or that writes
 data (``demo``, ``stats``, ``derive``, ``images``, ``embed``, ``demo-oracle``, ``train`` of every model
-family in the specs, ``reproduce``, ``sensitivity``, one that fails) on a tiny demo of its own, digesting
+family in the specs, ``reproduce`` as the committed tables were made (a parameters file, worker processes, a
+time budget) and resumed, with a failing row, ``sensitivity``, one that fails) on a tiny demo of its own, digesting
 what each wrote without its provenance and timings. A second process (``--loaded``) runs the commands the
 results were made with and lists the repository modules they import: certify needs none of the others.
 """
@@ -243,6 +244,7 @@ def command_line(work: Path, specs: list[dict]) -> dict[str, str]:
     """``{"command <name>": digest}`` of every sub-command that writes data or results, on a tiny demo of its
     own (see the module docstring)."""
     import numpy as np
+    import yaml
 
     from hafvt.embed.demo_encoder import register_config, tiny_config
 
@@ -269,6 +271,17 @@ def command_line(work: Path, specs: list[dict]) -> dict[str, str]:
     for cmd in recorded_commands(d, w, specs):
         rc, _ = _cli(cmd)
         digest(f"{cmd[0]} {Path(cmd[-1]).name}", rc, _files(Path(cmd[-1]), work))
+    # as the committed tables were made: a parameters file, worker processes, a time budget; then resumed
+    params = w / "params.yaml"
+    params.write_text(yaml.safe_dump({"seeds": 2, "epochs": 1, "rows_table2": ["popularity", "sasrec"],
+                                      "overrides": {"hidden": 16, "n_neg": 19}}))
+    pooled = ["reproduce", d, "--table", "2", "--params", params, "--jobs", "2", "--max-minutes", "30", "--quiet",
+              "--out", w / "pooled"]
+    for name in ("pooled", "pooled again"):  # the second call reuses every run
+        digest(f"reproduce {name}", _cli(pooled)[0], _files(w / "pooled", work))
+    rc, _ = _cli(["reproduce", d, "--table", "2", "--rows", "popularity,ifcdsr", "--seeds", "1", "--epochs", "1",
+                  "--set", "q=16", "--set", "n_neg=19", "--set", "embeddings=none-such", "--quiet", "--out", w / "failing"])
+    digest("reproduce with a failing row", rc, _files(w / "failing", work))
     rc, _ = _cli(["sensitivity", d, "--row", "sasrec", "--vary", "hidden=8,16", "--seeds", "1", "--epochs", "1",
                   "--set", "n_neg=19", "--quiet", "--out", w / "sensitivity"])
     digest("sensitivity", rc, _files(w / "sensitivity", work))

@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,7 +372,11 @@ def test_bad_input(case: Case, demo_template: Path, tmp_path: Path, capsys):
     if case.setup:
         fields |= SETUPS[case.setup](tmp_path, fields)
     capsys.readouterr()
-    rc = main(shlex.split(case.argv.format(**fields)))
+    try:
+        rc = main(shlex.split(case.argv.format(**fields)))
+    except SystemExit as e:  # what the interpreter does with it: a text goes to stderr, status 1
+        print(e.code, file=sys.stderr)
+        rc = 1 if isinstance(e.code, str) else e.code
     out, err = capsys.readouterr()
     err = [ln for ln in err.splitlines() if ln.strip()]
     if case.message is None:

@@ -34,7 +34,7 @@ def test_an_unexpected_exception_is_one_runs_error(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "run", run)
     errors = execute(d, _jobs(tmp_path), progress=False)
     assert [e["label"] for e in errors] == ["popularity seed 0"]
-    assert errors[0]["error"].startswith("TypeError: a bug in one run (at test_executor.py:")
+    assert errors[0]["error"] == "TypeError: a bug in one run"
     assert (tmp_path / "transitions" / "results.json").is_file()  # the other run went on
 
 
@@ -47,7 +47,7 @@ def test_a_table_with_a_failing_row_is_written_with_the_failure(tmp_path, monkey
                         progress=False)
     rows = {r["row"]: r for r in t["rows"]}
     assert rows["popularity"]["seeds_done"] == 1 and rows["transitions"]["seeds_done"] == 0
-    assert rows["transitions"]["errors"][0].startswith("KeyError: 'boom' (at ")
+    assert rows["transitions"]["errors"] == ["KeyError: 'boom'"]
     assert "| transitions | baseline | 0 | failed |" in (tmp_path / "t" / "table2.md").read_text()
 
 
@@ -57,7 +57,7 @@ def test_a_worker_that_dies_fails_its_run_and_the_rest_go_on(tmp_path):
     jobs = _jobs(tmp_path, ("popularity", "transitions", "transitions"))
     jobs[2] = Job("transitions seed 1", jobs[2].cfg, tmp_path / "transitions1", 1)
     errors = execute(d, jobs, workers=2, progress=False, target=dies_for_popularity)
-    died = [e for e in errors if e["error"].startswith("BrokenProcessPool: a worker process died")]
+    died = [e for e in errors if e["error"].startswith("BrokenProcessPool: A process in the process pool was terminated")]
     assert "popularity seed 0" in [e["label"] for e in died] and len(errors) == len(died)
     # a fresh pool ran what was not in the broken one (each other run finished or is named); the next call resumes
     finished = {j.label for j in jobs if (j.out / "results.json").is_file()}
