@@ -3,7 +3,7 @@
 Small runs (the FK-mini tables, the demo) leave a GPU mostly idle; ``workers > 1`` trains that
 many runs at the same time on the same device, each in its own process (``spawn``: no CUDA state
 is shared). A run whose directory is complete is never redone, so an interrupted batch of runs
-resumes; a finished run is reused only when it was made for the job asked for (``pending``). Every run
+resumes; a finished run is reused only when it was made for the job asked for (``check_reusable``). Every run
 writes its own ``results.json`` atomically (``hafvt.train.run``). A run that fails, with any exception or
 a worker process that dies, is reported as that run's error and the others go on.
 """
@@ -34,9 +34,12 @@ def finished(rd: Path) -> bool:
     return (Path(rd) / "results.json").is_file() and (Path(rd) / "test_ranks.npz").is_file()
 
 
-def reuse_problem(job: Job, scenario_dir, data_hashes: dict, current, certs=None) -> str | None:
-    """Why the finished run in ``job.out`` cannot stand for ``job`` (None: it can): another config, seed or
-    data than the job's, or sources that changed since in files that count for it (and no certificate)."""
+REUSE = "use another --out, or delete the run to train it again"
+
+
+def check_reusable(job: Job, scenario_dir, data_hashes: dict, current, certs=None) -> None:
+    """A ValueError unless the finished run in ``job.out`` was made for ``job``: the same config hash, seed
+    and data hash, and sources that did not change since in files that count for it (or a certificate)."""
     from hafvt import provenance
     from hafvt.candidates import candidates_path
     from hafvt.config import Config
@@ -46,43 +49,41 @@ def reuse_problem(job: Job, scenario_dir, data_hashes: dict, current, certs=None
     try:
         res = json.loads(f.read_text())
         prov = res["provenance"]
-        cfg = Config(**job.cfg)
-        if prov["config_hash"] != cfg.hash():
-            old = res.get("config", {})
-            diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in sorted(job.cfg.items()) if old.get(k, v) != v or k not in old]
-            return f"made with another config ({', '.join(diff[:4]) or 'config hash ' + prov['config_hash']})"
-        if prov["seed"] != job.seed:
-            return f"made with seed {prov['seed']}, not {job.seed}"
-        key = (cfg.n_neg, cfg.candidate_seed)
-        if key not in data_hashes:
-            files = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
-            data_hashes[key] = data_hash(scenario_dir, [c for c in files if c.is_file()])
-        if prov["data_hash"] != data_hashes[key]:
-            return f"made from other data (data hash {prov['data_hash'][:12]}, this scenario's is {data_hashes[key][:12]})"
-        changed, _ = provenance.stale_sources(prov, provenance.portable(f), prov.get("embeddings") is not None, current, certs)
-        if changed:
-            return f"made by sources that changed since ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''})"
+        config_hash, seed, made_from = prov["config_hash"], prov["seed"], prov["data_hash"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"its results.json is unreadable ({type(e).__name__}: {e})"
-    return None
+        raise ValueError(f"{f}: unreadable ({type(e).__name__}: {e}); {REUSE}") from None
+    cfg = Config(**job.cfg)
+    if config_hash != cfg.hash():
+        old = res.get("config", {})
+        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in sorted(job.cfg.items()) if k not in old or old[k] != v]
+        raise ValueError(f"{job.out}: a finished run made with another config "
+                         f"({', '.join(diff[:4]) or 'config hash ' + config_hash}); {REUSE}")
+    if seed != job.seed:
+        raise ValueError(f"{job.out}: a finished run made with seed {seed}, not {job.seed}; {REUSE}")
+    key = (cfg.n_neg, cfg.candidate_seed)
+    if key not in data_hashes:
+        files = [candidates_path(scenario_dir, s, cfg.candidate_seed, cfg.n_neg) for s in ("valid", "test")]
+        data_hashes[key] = data_hash(scenario_dir, [c for c in files if c.is_file()])
+    if made_from != data_hashes[key]:
+        raise ValueError(f"{job.out}: a finished run made from other data (data hash {made_from[:12]}, this scenario's is "
+                         f"{data_hashes[key][:12]}); {REUSE}")
+    changed, _ = provenance.stale_sources(prov, provenance.portable(f), prov.get("embeddings") is not None, current, certs)
+    if changed:
+        raise ValueError(f"{job.out}: a finished run made by sources that changed since ({', '.join(changed[:3])}"
+                         f"{' ...' if len(changed) > 3 else ''}); {REUSE}")
 
 
 def pending(scenario_dir, jobs: list[Job]) -> list[Job]:
-    """The jobs whose run is not finished. A finished run stands for its job only when ``reuse_problem``
-    finds nothing; otherwise nothing runs and the ValueError names the first such run, what differs and how
-    many there are (delete them or choose another output folder: a run is never overwritten)."""
+    """The jobs whose run is not finished; each finished one must have been made for its job
+    (``check_reusable``: a run is never overwritten, nothing runs while one is in the way)."""
     from hafvt import provenance
     from hafvt.certify import load_certificates
 
-    current, certs, hashes, todo = provenance._Current(provenance.REPO), load_certificates(), {}, []
+    current, certs, hashes = provenance._Current(provenance.REPO), load_certificates(), {}
     for j in jobs:
-        if not finished(j.out):
-            todo.append(j)
-        elif (why := reuse_problem(j, scenario_dir, hashes, current, certs)) is not None:
-            n = sum(finished(k.out) and reuse_problem(k, scenario_dir, hashes, current, certs) is not None for k in jobs)
-            raise ValueError(f"{n} finished run(s) in the output folder were not made for this command, e.g. {j.out}: "
-                             f"{why}; use another --out, or delete those runs to train them again")
-    return todo
+        if finished(j.out):
+            check_reusable(j, scenario_dir, hashes, current, certs)
+    return [j for j in jobs if not finished(j.out)]
 
 
 def _train(scenario_dir: str, cfg: dict, out: str, device: str, seed: int, invocation: dict | None, threads: int,
@@ -150,13 +151,11 @@ def execute(scenario_dir, jobs: list[Job], device: str = "cpu", workers: int = 1
         while queue and not late():  # a new pool after a worker died (BrokenProcessPool)
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
                 running, broken = {}, False  # broken: a worker died (killed, e.g. for memory), failing every run in the pool
-                while (queue and not broken) or running:
+                while (queue and not broken and not late()) or running:
                     while queue and not broken and len(running) < workers and not late():
                         j = queue.pop(0)
                         running[pool.submit(target, str(scenario_dir), j.cfg, str(j.out), device, j.seed, inv, threads)] = j
-                    if not running:
-                        break
-                    finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished_now, _ = wait(running, return_when=FIRST_COMPLETED)  # none running: returns at once
                     for f in finished_now:
                         done(running.pop(f), f.result() if f.exception() is None else _error(f.exception()))
                     broken = broken or any(isinstance(f.exception(), BrokenProcessPool) for f in finished_now)

@@ -57,13 +57,13 @@ CASES = [
          r"list\.yaml: expected a mapping of config keys, got a list", setup="list_yaml"),
     # --- reuse of finished runs (#31.1): only a run made for the same config, seed, data and sources
     Case("reproduce-other-epochs", TABLE.replace("--epochs 1", "--epochs 2"),
-         r"2 finished run\(s\) in the output folder were not made for this command, .*seed0: made with another config "
-         r"\(epochs 1 -> 2\)", setup="table", check="table_unchanged"),
+         r"runs/popularity/seed0: a finished run made with another config \(epochs 1 -> 2\); use another --out, or "
+         r"delete the run", setup="table", check="table_unchanged"),
     Case("reproduce-other-set", TABLE + " --set hidden=8", r"made with another config \(hidden 16 -> 8\)",
          setup="table", check="table_unchanged"),
     Case("reproduce-other-scenario", TABLE.replace("{demo}", "{demo2}"), r"made from other data \(data hash",
          setup="table", check="table_unchanged"),
-    Case("reproduce-grid-keeps-old-seed0", TABLE + " --grid paper", r"sasrec/seed0: made with another config \(l2 ",
+    Case("reproduce-grid-keeps-old-seed0", TABLE + " --grid paper", r"sasrec/seed0: a finished run made with another config \(l2 ",
          setup="table", check="table_unchanged"),
     Case("reproduce-locked-out", TABLE, r"/t is in use by hafvt reproduce \(pid \d+\); wait for it", setup="locked"),
     Case("train-locked-out", TRAIN, r"/run is in use by hafvt train \(pid \d+\); wait for it", setup="locked_run"),
