@@ -290,7 +290,8 @@ def command_line(work: Path, specs: list[dict]) -> dict[str, str]:
 
 
 def loaded(tree: Path) -> list[str]:
-    """The repository's Python files this process has imported."""
+    """The repository's Python files this process has imported (``provenance.loaded_sources`` is newer than
+    the trees certify probes, so the probe has its own)."""
     base = tree.resolve()
     found = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
     rel = (p.relative_to(base).as_posix() for p in found if base in p.parents and p.suffix == ".py")

@@ -260,9 +260,18 @@ def _missing_key(ckpt: Path) -> None:
     torch.save(saved, ckpt)
 
 
-def _first_line(path: Path, edit) -> None:
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text(edit(lines[0]) + "".join(lines[1:]))
+def _rewrite(name: str, edit):
+    """A setup that rewrites the demo's file ``name`` as ``edit(text)``."""
+    def setup(tmp: Path, f: dict) -> dict:
+        path = f["demo"] / name
+        path.write_text(edit(path.read_text()))
+        return {}
+
+    return setup
+
+
+def _first_line(edit):
+    return lambda text: edit(text.splitlines(keepends=True)[0]) + "".join(text.splitlines(keepends=True)[1:])
 
 
 def _tok_ts(line: str) -> str:
@@ -307,11 +316,10 @@ SETUPS |= {
     "ckpt_wrong_shape": lambda t, f: _checkpoint(t, f, _wrong_shape),
     "ckpt_bytes": lambda t, f: _checkpoint(t, f, _overwrite_bytes),
     "ckpt_sources": lambda t, f: _checkpoint(t, f, lambda c, s: s["sources"].update({"hafvt/train.py": "0" * 16})),
-    "huge_uid": lambda t, f: _first_line(f["demo"] / "validdata_new.txt", lambda ln: "99999999999999999999" + ln[ln.index("\t"):]) or {},
-    "huge_ts": lambda t, f: _first_line(f["demo"] / "testdata_new.txt", _tok_ts) or {},
-    "dup_user": lambda t, f: (f["demo"] / "userlist.txt").write_text((f["demo"] / "userlist.txt").read_text()
-                                                                    + (f["demo"] / "userlist.txt").read_text().splitlines()[0] + "\n") and {},
-    "empty_train": lambda t, f: (f["demo"] / "traindata_new.txt").write_text("") or {},
+    "huge_uid": _rewrite("validdata_new.txt", _first_line(lambda ln: "99999999999999999999" + ln[ln.index("\t"):])),
+    "huge_ts": _rewrite("testdata_new.txt", _first_line(_tok_ts)),
+    "dup_user": _rewrite("userlist.txt", lambda text: text + text.splitlines()[0] + "\n"),
+    "empty_train": _rewrite("traindata_new.txt", lambda text: ""),
     "truncated_gz": _truncated_gz, "internal_error": _internal_error,
 }
 CHECKS |= {"results_0644": _results_0644, "table_unchanged": _table_unchanged, "demo_files_unchanged": _demo_files_unchanged, "stdout_is_json": _stdout_is_json}
